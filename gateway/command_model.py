@@ -1,0 +1,96 @@
+"""Commands from the centre (PROTOCOL.md §8): the payload of a `command` envelope.
+
+Commands get the same id and time checks as alerts (`check_time` in
+gateway/alert_model.py works on both). Arguments are checked here, per
+command, so the code that runs a command can trust them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.alert_model import PayloadError, is_valid_id, readable_id
+
+CommandName = Literal["status", "speaker_test", "cancel_all", "resend"]
+DEFAULT_TEST_VOLUME = 0.3
+
+
+class SpeakerTestArgs(BaseModel):
+    """`speaker_test` arguments: the chime's volume, 0.0–1.0."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    volume: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULT_TEST_VOLUME
+
+
+class ResendArgs(BaseModel):
+    """`resend` arguments: the inclusive seq range the centre wants again."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    from_seq: Annotated[int, Field(ge=0)]
+    to_seq: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ResendArgs:
+        if self.from_seq > self.to_seq:
+            raise ValueError("from_seq must not be greater than to_seq")
+        return self
+
+
+ARGS_MODELS: dict[str, type[BaseModel]] = {
+    "speaker_test": SpeakerTestArgs,
+    "resend": ResendArgs,
+}
+
+
+class Command(BaseModel):
+    """One command; `args` holds the checked arguments, defaults filled in."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    id: str
+    sent: AwareDatetime
+    expires: AwareDatetime
+    cmd: CommandName
+    args: dict[str, Any] = {}
+
+    @field_validator("id")
+    @classmethod
+    def _id_printable(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError("id must be 1-128 printable characters")
+        return value
+
+    @model_validator(mode="after")
+    def _checked(self) -> Command:
+        if self.expires <= self.sent:
+            raise ValueError("expires must be later than sent")
+        model = ARGS_MODELS.get(self.cmd)
+        if model is not None:
+            checked = model.model_validate(self.args).model_dump()
+            self.args.clear()
+            self.args.update(checked)
+        return self
+
+
+def parse_command(payload: bytes) -> Command:
+    """Parse a verified command payload (PROTOCOL.md §8) or raise PayloadError."""
+    try:
+        return Command.model_validate_json(payload)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'command'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise PayloadError("bad_payload", detail, readable_id(payload)) from None
