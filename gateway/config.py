@@ -1,0 +1,722 @@
+"""The station's configuration: one TOML file read into pydantic models.
+
+Technicians edit this file by hand, so loading it must never stop at the first
+mistake: every section, sensor and rule is validated on its own, every problem
+is collected with the file, the line (where one can be found), the key path
+(`sensors[2] ("river").port`), what was wrong and what is allowed, and then all
+of them are reported at once (as Mopidy does). Unknown keys are errors, so a
+typo cannot silently disable an alarm. CONFIG.md is the reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from drivers.base import BOOLEAN_QUANTITIES
+
+LEVELS = ("red", "orange", "yellow", "blue")
+Level = Literal["red", "orange", "yellow", "blue"]
+Tone = Literal["siren", "chime", "none"]
+BcmPin = Annotated[int, Field(ge=0, le=27, description="GPIO number (BCM), 0-27")]
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+CLIP_PATTERN = r"^[a-z0-9_-]{1,64}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationConfig(_Section):
+    """Identity of the station (PROTOCOL.md §1)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{2,63}$", description="unique station id")
+    area: str = Field(pattern=r"^[0-9]{12}$", description="12-digit area code of the village")
+    name: str = ""
+    clock: Literal["auto", "synced", "unsynced"] = "auto"
+
+
+class MqttConfig(_Section):
+    """The broker at the centre and how to reach it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("cx/v1", pattern=r"^[^#+]+[^#+/]$")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    heartbeat_s: int = Field(60, ge=5, le=3600)
+    username: str = ""
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    reconnect_min_s: float = Field(1.0, gt=0, le=600)
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class StorageConfig(_Section):
+    """The local SQLite store and its budget."""
+
+    path: Path = Path("/var/lib/cunxiang/gateway.db")
+    max_mb: int = Field(512, ge=1)
+    max_age_days: int = Field(30, ge=1)
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
+
+
+class SyncConfig(_Section):
+    """Uplink batching and flow control."""
+
+    batch_max: int = Field(500, ge=1, le=5000)
+    inflight_max: int = Field(20, ge=1, le=1000)
+
+
+class SecurityConfig(_Section):
+    """Who may make the loudspeakers speak, and the limits on what they send."""
+
+    max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_clock_skew_s: int = Field(300, ge=0)
+    allow_test_sound: bool = False
+    trusted_keys: dict[str, str] = Field(default_factory=dict)
+
+    def public_keys(self) -> dict[str, bytes]:
+        """Key name to raw 32-byte Ed25519 public key (validated at load)."""
+        return {name: decode_public_key(value) for name, value in self.trusted_keys.items()}
+
+
+DEFAULT_TONE: dict[Level, Tone] = {
+    "red": "siren",
+    "orange": "siren",
+    "yellow": "chime",
+    "blue": "chime",
+}
+DEFAULT_REPEAT: dict[Level, int] = {"red": 3, "orange": 3, "yellow": 2, "blue": 1}
+
+
+class AudioConfig(_Section):
+    """The loudspeaker chain: sound device, amplifier relay, clips and TTS."""
+
+    device: str | int = "default"
+    clips_dir: Path = Path("clips")
+    tts: Literal["espeak-ng", "none"] = "espeak-ng"
+    tts_voice: str = "cmn-latn-pinyin"
+    volume: float = Field(1.0, ge=0.0, le=1.0)
+    repeat_gap_s: float = Field(2.0, ge=0.0, le=60.0)
+    retries: int = Field(2, ge=0, le=10)
+    amp_pin: BcmPin | None = None
+    amp_active_high: bool = True
+    amp_warmup_s: float = Field(2.0, ge=0.0, le=30.0)
+    amp_release_s: float = Field(10.0, ge=0.0, le=600.0)
+    default_tone: dict[Level, Tone] = Field(default_factory=lambda: dict(DEFAULT_TONE))
+    default_repeat: dict[Level, Annotated[int, Field(ge=1, le=10)]] = Field(
+        default_factory=lambda: dict(DEFAULT_REPEAT)
+    )
+
+    @model_validator(mode="after")
+    def _all_levels(self) -> AudioConfig:
+        for key in ("default_tone", "default_repeat"):
+            missing = [lvl for lvl in LEVELS if lvl not in getattr(self, key)]
+            if missing:
+                raise ValueError(f"{key} needs a value for every level; missing {missing}")
+        return self
+
+
+# --- sensors -----------------------------------------------------------------
+
+
+class _Sensor(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+
+    def driver_params(self) -> dict[str, Any]:
+        """The keyword arguments of this sensor's driver: every key but name and type."""
+        return self.model_dump(by_alias=True, exclude={"name", "type"})
+
+
+class Ze07CoSensor(_Sensor):
+    """Winsen ZE07-CO carbon monoxide module on a UART."""
+
+    type: Literal["ze07_co"]
+    port: str
+    baud: int = 9600
+    mode: Literal["active", "qa"] = "active"
+    poll_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ModbusLevelSensor(_Sensor):
+    """RS-485 Modbus RTU level transmitter."""
+
+    type: Literal["modbus_level"]
+    port: str
+    baud: int = 9600
+    unit: int = Field(1, ge=1, le=247)
+    # `register` would shadow BaseModel's ABC `register`, hence the alias.
+    value_register: int = Field(alias="register", ge=0, le=65535)
+    decimals_register: int | None = Field(None, ge=0, le=65535)
+    scale: float = 1.0
+    offset: float = 0.0
+    poll_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+
+
+class GpioContactSensor(_Sensor):
+    """A dry contact on a GPIO: smoke detector relay, float switch, door."""
+
+    type: Literal["gpio_contact"]
+    pin: BcmPin
+    active_low: bool = True
+    quantity: str = "smoke"
+    debounce_s: float = Field(0.05, ge=0, le=10)
+    report_s: float = Field(60.0, gt=0)
+
+
+class GpioPulseSensor(_Sensor):
+    """A tipping-bucket rain gauge counting pulses on a GPIO."""
+
+    type: Literal["gpio_pulse"]
+    pin: BcmPin
+    per_pulse: float = Field(0.2, gt=0)
+    report_s: float = Field(60.0, gt=0)
+    debounce_s: float = Field(0.01, ge=0, le=10)
+
+
+class JsonlSensor(_Sensor):
+    """A microcontroller writing one JSON object per line."""
+
+    type: Literal["jsonl"]
+    port: str
+    baud: int = 115200
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class SimulatedSensor(_Sensor):
+    """A simulated sensor for demos and tests."""
+
+    type: Literal["simulated"]
+    quantity: str
+    pattern: Literal["sine", "steps", "random_walk", "script"] = "sine"
+    period_s: float = Field(60.0, gt=0)
+    low: float = 0.0
+    high: float = 1.0
+    interval_s: float = Field(1.0, gt=0)
+    values: list[float | bool] | None = None
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _script_has_values(self) -> SimulatedSensor:
+        if self.pattern == "script" and not self.values:
+            raise ValueError('pattern = "script" needs values = [ ... ]')
+        return self
+
+
+SensorConfig = Annotated[
+    Ze07CoSensor
+    | ModbusLevelSensor
+    | GpioContactSensor
+    | GpioPulseSensor
+    | JsonlSensor
+    | SimulatedSensor,
+    Field(discriminator="type"),
+]
+SENSOR_MODELS: dict[str, type[_Sensor]] = {
+    "ze07_co": Ze07CoSensor,
+    "modbus_level": ModbusLevelSensor,
+    "gpio_contact": GpioContactSensor,
+    "gpio_pulse": GpioPulseSensor,
+    "jsonl": JsonlSensor,
+    "simulated": SimulatedSensor,
+}
+FIXED_QUANTITY = {"ze07_co": "co_ppm", "modbus_level": "water_level_m", "gpio_pulse": "rain_mm"}
+
+
+def sensor_quantity(sensor: _Sensor) -> str | None:
+    """The quantity a sensor reports, or None when it reports several (jsonl)."""
+    fixed = FIXED_QUANTITY.get(getattr(sensor, "type", ""))
+    return fixed or getattr(sensor, "quantity", None)
+
+
+# --- rules -------------------------------------------------------------------
+
+
+class RuleBroadcast(_Section):
+    """What a local alarm says over the loudspeakers."""
+
+    text: str | None = Field(None, min_length=1, max_length=2000)
+    clip: str | None = Field(None, pattern=CLIP_PATTERN)
+    repeat: int | None = Field(None, ge=1, le=10)
+    level: Level | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RuleBroadcast:
+        if (self.text is None) == (self.clip is None):
+            raise ValueError("a broadcast needs exactly one of text = ... or clip = ...")
+        return self
+
+
+class RuleConfig(_Section):
+    """A local alarm rule (PROTOCOL.md §9)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    sensor: str
+    quantity: str | None = None
+    above: float | None = None
+    below: float | None = None
+    active: bool | None = None
+    clear_below: float | None = None
+    clear_above: float | None = None
+    for_s: float = Field(0.0, ge=0)
+    level: Level = "orange"
+    broadcast: RuleBroadcast | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> RuleConfig:
+        given = [k for k in ("above", "below", "active") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a rule needs exactly one of above = ..., below = ... or active = true"
+            )
+        if self.clear_below is not None and self.above is None:
+            raise ValueError("clear_below goes with above")
+        if self.clear_above is not None and self.below is None:
+            raise ValueError("clear_above goes with below")
+        if (
+            self.above is not None
+            and self.clear_below is not None
+            and self.clear_below > self.above
+        ):
+            raise ValueError(
+                f"clear_below ({self.clear_below}) must not exceed above ({self.above})"
+            )
+        if (
+            self.below is not None
+            and self.clear_above is not None
+            and self.clear_above < self.below
+        ):
+            raise ValueError(
+                f"clear_above ({self.clear_above}) must not be under below ({self.below})"
+            )
+        return self
+
+
+class Config(_Section):
+    """The whole file."""
+
+    station: StationConfig
+    mqtt: MqttConfig = MqttConfig()
+    storage: StorageConfig = StorageConfig()
+    sync: SyncConfig = SyncConfig()
+    security: SecurityConfig = SecurityConfig()
+    audio: AudioConfig = AudioConfig()
+    sensors: list[SensorConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    def config_hash(self) -> str:
+        """A short stable hash of the effective configuration (for the `started` event)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+# --- loading and error reporting ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the file, said so a technician can fix it."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The file cannot be used; `problems` says every reason at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def decode_public_key(value: str) -> bytes:
+    """Decode a trusted key: base64 of exactly 32 raw Ed25519 public-key bytes."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64 (copy the line `cunxiang keygen` printed)") from None
+    if len(raw) != 32:
+        raise ValueError(
+            f"decodes to {len(raw)} bytes; an Ed25519 public key is 32 bytes "
+            "(copy the line `cunxiang keygen` printed)"
+        )
+    return raw
+
+
+class _LineIndex:
+    """Finds the line of a key in the TOML text (tomllib does not keep positions)."""
+
+    _header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
+    _key = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        counters: dict[str, int] = {}
+        table: tuple[str | int, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._header.match(line)
+            if header:
+                name = header.group(2).strip('"')
+                if header.group(1) == "[[":
+                    counters[name] = counters.get(name, -1) + 1
+                    table = (name, counters[name])
+                else:
+                    table = tuple(name.split("."))
+                self.lines.setdefault(table, number)
+                continue
+            key = self._key.match(line)
+            if key:
+                self.lines.setdefault((*table, key.group(1).strip('"')), number)
+
+    def find(self, path: tuple[str | int, ...]) -> int | None:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+
+def _key_path(path: Iterable[str | int], data: Mapping[str, Any]) -> str:
+    out = ""
+    node: Any = data
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            try:
+                node = node[part]
+            except (IndexError, KeyError, TypeError):
+                node = None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f' ("{node["name"]}")'
+        else:
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _allowed(error: Mapping[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    if kind == "literal_error":
+        return f"; allowed: {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return f"; it must match {ctx.get('pattern')}"
+    return ""
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (a typo?)",
+    "missing": "required key is missing",
+}
+
+
+class _Reader:
+    """Validates one parsed file part by part, collecting every problem."""
+
+    def __init__(self, file: Path, text: str, data: dict[str, Any]) -> None:
+        self.file = file
+        self.data = data
+        self.index = _LineIndex(text)
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(
+            Problem(str(self.file), self.index.find(path), _key_path(path, self.data), message)
+        )
+
+    def validate(self, model: Any, value: Any, path: tuple[str | int, ...]) -> Any:
+        try:
+            return TypeAdapter(model).validate_python(value)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+                message = _MESSAGES.get(error["type"], error["msg"])
+                if error["type"] == "extra_forbidden":
+                    message += self._suggest(model, loc)
+                self.problem(path + loc, message + _allowed(error))
+            return None
+
+    def _suggest(self, model: Any, loc: tuple[str | int, ...]) -> str:
+        fields = getattr(model, "model_fields", None)
+        if not fields or not loc or not isinstance(loc[-1], str) or len(loc) != 1:
+            return ""
+        close = difflib.get_close_matches(loc[-1], list(fields), n=1)
+        return f"; did you mean `{close[0]}`?" if close else f"; allowed keys: {', '.join(fields)}"
+
+
+def _is_union_tag(part: str | int) -> bool:
+    return isinstance(part, str) and part in SENSOR_MODELS
+
+
+def _read_sensor(reader: _Reader, index: int, raw: Any) -> _Sensor | None:
+    path: tuple[str | int, ...] = ("sensors", index)
+    if not isinstance(raw, dict):
+        reader.problem(path, "each [[sensors]] entry must be a table")
+        return None
+    kind = raw.get("type")
+    model = SENSOR_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        close = difflib.get_close_matches(str(kind), list(SENSOR_MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        reader.problem(
+            (*path, "type"),
+            f"unknown sensor type {kind!r}{hint} allowed: {', '.join(SENSOR_MODELS)}",
+        )
+        return None
+    result: _Sensor | None = reader.validate(model, raw, path)
+    return result
+
+
+def _read(reader: _Reader) -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    data = reader.data
+    models: dict[str, Any] = {
+        "station": StationConfig,
+        "mqtt": MqttConfig,
+        "storage": StorageConfig,
+        "sync": SyncConfig,
+        "security": SecurityConfig,
+        "audio": AudioConfig,
+    }
+    for key in data:
+        if key not in (*models, "sensors", "rules"):
+            close = difflib.get_close_matches(key, [*models, "sensors", "rules"], n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            reader.problem((key,), f"unknown section{hint}")
+    if "station" not in data:
+        reader.problem(("station",), "the [station] section is required (id and area)")
+    for key, model in models.items():
+        if key in data or key != "station":
+            sections[key] = reader.validate(model, data.get(key, {}), (key,))
+    for key in ("sensors", "rules"):
+        if key in data and not isinstance(data[key], list):
+            reader.problem((key,), f"write each entry as [[{key}]]")
+    raw_sensors = data.get("sensors", [])
+    raw_rules = data.get("rules", [])
+    sections["sensors"] = [
+        _read_sensor(reader, i, raw)
+        for i, raw in enumerate(raw_sensors if isinstance(raw_sensors, list) else [])
+    ]
+    sections["rules"] = [
+        reader.validate(RuleConfig, raw, ("rules", i))
+        for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else [])
+    ]
+    return sections
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    if value is None or str(value) == "":
+        return None
+    return value if value.is_absolute() else (base / value)
+
+
+def _check_file(reader: _Reader, path: tuple[str | int, ...], file: Path | None) -> None:
+    if file is None:
+        return
+    if not file.is_file():
+        reader.problem(path, f"file {file} does not exist")
+    elif not os.access(file, os.R_OK):
+        reader.problem(path, f"file {file} is not readable by this user")
+
+
+def _resolve_paths(reader: _Reader, parts: dict[str, Any], base: Path) -> None:
+    mqtt: MqttConfig | None = parts.get("mqtt")
+    if mqtt is not None:
+        update = {
+            k: _resolve(base, getattr(mqtt, k))
+            for k in ("password_file", "ca_file", "cert_file", "key_file")
+        }
+        for key, file in update.items():
+            _check_file(reader, ("mqtt", key), file)
+        if mqtt.tls and update["ca_file"] is None:
+            reader.problem(
+                ("mqtt", "ca_file"), "tls = true needs ca_file (the centre's CA certificate)"
+            )
+        parts["mqtt"] = mqtt.model_copy(update=update)
+    storage: StorageConfig | None = parts.get("storage")
+    if storage is not None:
+        parts["storage"] = storage.model_copy(update={"path": _resolve(base, storage.path)})
+    audio: AudioConfig | None = parts.get("audio")
+    if audio is not None:
+        clips = _resolve(base, audio.clips_dir)
+        explicit = "clips_dir" in reader.data.get("audio", {})
+        if explicit and clips is not None and not clips.is_dir():
+            reader.problem(("audio", "clips_dir"), f"folder {clips} does not exist")
+        parts["audio"] = audio.model_copy(update={"clips_dir": clips})
+
+
+def _cross_check(reader: _Reader, parts: dict[str, Any]) -> None:
+    sensors: list[_Sensor | None] = parts["sensors"]
+    raw = reader.data.get("sensors")
+    broken = {
+        entry.get("name")
+        for entry, sensor in zip(raw if isinstance(raw, list) else [], sensors, strict=False)
+        if sensor is None and isinstance(entry, dict)
+    }
+    by_name: dict[str, _Sensor] = {}
+    pins: dict[int, str] = {}
+    audio: AudioConfig | None = parts.get("audio")
+    if audio is not None and audio.amp_pin is not None:
+        pins[audio.amp_pin] = "audio.amp_pin"
+    for i, sensor in enumerate(sensors):
+        if sensor is None:
+            continue
+        if sensor.name in by_name:
+            reader.problem(("sensors", i, "name"), f"sensor name {sensor.name!r} is used twice")
+        by_name.setdefault(sensor.name, sensor)
+        pin = getattr(sensor, "pin", None)
+        if pin is not None:
+            if pin in pins:
+                reader.problem(("sensors", i, "pin"), f"GPIO {pin} is already used by {pins[pin]}")
+            else:
+                pins[pin] = f'sensors[{i}] ("{sensor.name}")'
+        quantity = getattr(sensor, "quantity", None)
+        if isinstance(sensor, GpioContactSensor) and quantity not in BOOLEAN_QUANTITIES:
+            allowed = ", ".join(sorted(BOOLEAN_QUANTITIES))
+            reader.problem(
+                ("sensors", i, "quantity"),
+                f"a contact reports a boolean quantity; allowed: {allowed}",
+            )
+    rule_names: set[str] = set()
+    for i, rule in enumerate(parts["rules"]):
+        if rule is None or rule.sensor in broken:
+            continue  # the sensor's own problems are reported already
+        if rule.name in rule_names:
+            reader.problem(("rules", i, "name"), f"rule name {rule.name!r} is used twice")
+        rule_names.add(rule.name)
+        _check_rule(reader, i, rule, by_name.get(rule.sensor), list(by_name), audio)
+
+
+def _check_rule(
+    reader: _Reader,
+    i: int,
+    rule: RuleConfig,
+    sensor: _Sensor | None,
+    names: list[str],
+    audio: AudioConfig | None,
+) -> None:
+    if sensor is None:
+        close = difflib.get_close_matches(rule.sensor, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(names) or "none configured"
+        reader.problem(
+            ("rules", i, "sensor"), f"no sensor named {rule.sensor!r}{hint} (sensors: {known})"
+        )
+    else:
+        quantity = rule.quantity or sensor_quantity(sensor)
+        if quantity is None:
+            reader.problem(
+                ("rules", i, "quantity"),
+                f'sensor {sensor.name!r} reports several quantities; say which: quantity = "..."',
+            )
+        elif rule.active is not None and quantity not in BOOLEAN_QUANTITIES:
+            reader.problem(
+                ("rules", i, "active"),
+                f"active = ... is for on/off sensors; {sensor.name!r} reports {quantity}: use above or below",
+            )
+        elif rule.active is None and quantity in BOOLEAN_QUANTITIES:
+            reader.problem(
+                ("rules", i),
+                f"{sensor.name!r} reports on/off ({quantity}): use active = true, not above/below",
+            )
+    clip = rule.broadcast.clip if rule.broadcast else None
+    if clip and audio is not None:
+        file = audio.clips_dir / f"{clip}.wav"
+        if not file.is_file():
+            reader.problem(("rules", i, "broadcast", "clip"), f"clip file {file} does not exist")
+    if rule.broadcast and rule.broadcast.text and audio is not None and audio.tts == "none":
+        reader.problem(
+            ("rules", i, "broadcast", "text"),
+            'audio.tts = "none" cannot speak text; record a clip, or set tts = "espeak-ng"',
+        )
+
+
+def _check_keys(reader: _Reader, parts: dict[str, Any]) -> None:
+    security: SecurityConfig | None = parts.get("security")
+    if security is None:
+        return
+    for name, value in security.trusted_keys.items():
+        try:
+            decode_public_key(value)
+        except ValueError as exc:
+            reader.problem(("security", "trusted_keys", name), f"key {name!r} {exc}")
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the file; raise ConfigError naming every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(file), None, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(file), None, "", f"cannot read: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
+        raise ConfigError(
+            [
+                Problem(
+                    str(file),
+                    line,
+                    "",
+                    f"TOML syntax error: {reason} (check quotes, = and brackets)",
+                )
+            ]
+        ) from None
+    reader = _Reader(file, text, data)
+    parts = _read(reader)
+    _resolve_paths(reader, parts, file.resolve().parent)
+    _check_keys(reader, parts)
+    _cross_check(reader, parts)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config.model_validate(
+        {k: v for k, v in parts.items() if v is not None}, context={"resolved": True}
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the file (committed as config/gateway.schema.json)."""
+    return Config.model_json_schema()
