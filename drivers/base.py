@@ -234,9 +234,9 @@ class Driver(ABC):
         with self._lock:
             if extra:
                 self._count("out_of_range")
-                self._fault(REASON_OUT_OF_RANGE)
+                self._set_health(False, REASON_OUT_OF_RANGE, reading.ts)
             else:
-                self._recovered()
+                self._set_health(True, "", reading.ts)
             self._send(reading)
         return reading
 
@@ -246,7 +246,7 @@ class Driver(ABC):
     def _recovered(self) -> None:
         self._set_health(True, "")
 
-    def _set_health(self, ok: bool, reason: str) -> None:
+    def _set_health(self, ok: bool, reason: str, ts: int | None = None) -> None:
         """Emit a Health only when (ok, reason) changes."""
         with self._lock:
             if (ok, reason) == (self._health_ok, self._health_reason):
@@ -256,7 +256,8 @@ class Driver(ABC):
                 log.info("sensor %s ok again", self.name)
             else:
                 log.warning("sensor %s fault: %s", self.name, reason)
-            self._send(Health(self.name, ok, reason, self._clock.time_ms()))
+            when = self._clock.time_ms() if ts is None else ts
+            self._send(Health(self.name, ok, reason, when))
 
     def _send(self, item: Reading | Health) -> None:
         """Hand an item to the gateway; its failure must not kill the driver."""
