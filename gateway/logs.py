@@ -8,10 +8,15 @@ password or a private key must never reach a log line: a handler filter
 redacts PEM private-key blocks, ``password=...``-style pairs and every value
 registered with :func:`register_secret` (the MQTT password read from its file,
 for instance) from the message, its arguments and any traceback.
+
+Under systemd it also arms :mod:`faulthandler`: when the watchdog gives up on a
+wedged service it sends SIGABRT, and the journal then shows where every
+thread was stuck.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import re
@@ -159,3 +164,7 @@ def setup_logging(level: str = "info", *, stream: TextIO | None = None) -> None:
         old.close()
     root.addHandler(handler)
     root.setLevel(levelno)
+    if stream is None and under_systemd():
+        # The watchdog kills a wedged service with SIGABRT: this puts the Python stack
+        # of every thread into the journal first, showing where it was stuck.
+        faulthandler.enable(file=sys.stderr, all_threads=True)

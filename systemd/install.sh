@@ -12,7 +12,8 @@
 #      python3-lgpio / python3-pyaudio where the distribution has them)
 #   2. groups gpio, audio, dialout (if missing) and the system user cunxiang
 #   3. /etc/cunxiang, /etc/cunxiang/clips, /var/lib/cunxiang, /var/cache/cunxiang
-#   4. /etc/cunxiang/gateway.toml from config/example.toml, only if absent
+#   4. /etc/cunxiang/gateway.toml from config/example.toml, only if absent;
+#      shipped clips (config/clips/*.wav) into /etc/cunxiang/clips, each only if absent
 #   5. the venv /opt/cunxiang/venv with the project pip-installed into it
 #   6. /usr/local/bin/cunxiang, a wrapper that runs commands as user cunxiang
 #   7. /etc/systemd/system/cunxiang.service, daemon-reload, enable
@@ -182,6 +183,16 @@ ensure_dirs_and_config() {
         changed "created /etc/cunxiang/gateway.toml from config/example.toml (edit it)"
     fi
     ensure_attrs /etc/cunxiang/gateway.toml 640 "root:$SERVICE_USER"
+    # Shipped recordings, each only if absent: a technician's own clip is never replaced.
+    local clip
+    for clip in "$SOURCE"/config/clips/*.wav; do
+        [ -f "$clip" ] || continue
+        if [ ! -e "$ROOT/etc/cunxiang/clips/$(basename "$clip")" ]; then
+            install -m 640 "$clip" "$ROOT/etc/cunxiang/clips/$(basename "$clip")"
+            changed "added clip /etc/cunxiang/clips/$(basename "$clip")"
+        fi
+        ensure_attrs "/etc/cunxiang/clips/$(basename "$clip")" 640 "root:$SERVICE_USER"
+    done
     local doc
     for doc in technician-guide.zh.md operations.md; do
         [ -f "$SOURCE/docs/$doc" ] && ensure_file "$SOURCE/docs/$doc" "/opt/cunxiang/docs/$doc" 644 root:root

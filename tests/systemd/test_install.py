@@ -208,3 +208,22 @@ def test_a_source_without_the_example_config_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "missing" in done.stderr and "config/example.toml" in done.stderr
     assert not (tmp_path / "root/etc").exists()
+
+
+def test_shipped_clips_are_added_but_never_replaced(tmp_path: Path) -> None:
+    source = _copy_source(tmp_path / "src")
+    clips = source / "config/clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    (clips / "flood.wav").write_bytes(b"RIFF shipped flood")
+    root = tmp_path / "root"
+    install(root, "--source", str(source))
+    installed = root / "etc/cunxiang/clips/flood.wav"
+    assert installed.read_bytes() == b"RIFF shipped flood"
+    assert oct(stat.S_IMODE(installed.stat().st_mode)) == "0o640"
+
+    installed.write_bytes(b"RIFF the village's own recording")
+    (clips / "flood.wav").write_bytes(b"RIFF newer shipped flood")
+    (clips / "fire.wav").write_bytes(b"RIFF shipped fire")
+    install(root, "--source", str(source))
+    assert installed.read_bytes() == b"RIFF the village's own recording"
+    assert (root / "etc/cunxiang/clips/fire.wav").read_bytes() == b"RIFF shipped fire"

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,3 +206,37 @@ def test_a_registered_secret_never_survives(secret: str, before: str, after: str
     if len(core) >= 4 and core not in REDACTED:
         assert core not in out
     assert secret not in out
+
+
+WEDGED_CHILD = """
+import logging, sys, threading, time
+from gateway.logs import setup_logging
+
+def wedged_audio_write():
+    time.sleep(60)  # stands in for a write to a hung sound device
+
+setup_logging("info")
+threading.Thread(target=wedged_audio_write, daemon=True).start()
+logging.getLogger("gateway.service").info("running")
+time.sleep(60)
+"""
+
+
+def test_a_watchdog_abort_puts_every_threads_stack_in_the_journal() -> None:
+    """systemd's watchdog kills with SIGABRT; stderr (the journal) then shows the stuck thread."""
+    env = {**os.environ, "JOURNAL_STREAM": "8:4242", "PYTHONPATH": str(PROJECT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", WEDGED_CHILD], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline() == "<6>gateway.service: running\n"
+        child.send_signal(signal.SIGABRT)
+        rest = child.stderr.read()
+        assert child.wait(timeout=10) == -signal.SIGABRT
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "Fatal Python error: Aborted" in rest
+    assert "in wedged_audio_write" in rest
