@@ -91,17 +91,17 @@ def _decode_json_object(raw: bytes) -> dict[str, Any]:
     return cast(dict[str, Any], obj)
 
 
-def _check_fields(obj: dict[str, Any]) -> dict[str, str]:
+def _check_fields(obj: dict[str, Any], key_name: str | None) -> dict[str, str]:
     names = set(obj)
     missing = REQUIRED_FIELDS - names
     if missing:
-        raise EnvelopeError("bad_envelope", f"missing field(s) {sorted(missing)}")
+        raise EnvelopeError("bad_envelope", f"missing field(s) {sorted(missing)}", key_name)
     extra = names - REQUIRED_FIELDS - OPTIONAL_FIELDS
     if extra:
-        raise EnvelopeError("bad_envelope", f"unexpected field(s) {sorted(extra)}")
+        raise EnvelopeError("bad_envelope", f"unexpected field(s) {sorted(extra)}", key_name)
     for name, value in obj.items():
         if not isinstance(value, str):
-            raise EnvelopeError("bad_envelope", f"field {name!r} is not a string")
+            raise EnvelopeError("bad_envelope", f"field {name!r} is not a string", key_name)
     return cast(dict[str, str], obj)
 
 
@@ -120,7 +120,7 @@ def _b64_field(fields: dict[str, str], name: str) -> bytes:
     try:
         return strict_b64decode(fields[name])
     except ValueError as exc:
-        raise EnvelopeError("bad_envelope", f"field {name!r}: {exc}") from None
+        raise EnvelopeError("bad_envelope", f"field {name!r}: {exc}", fields["key"]) from None
 
 
 def _verify(key_name: str, public_key: bytes, payload: bytes, sig: bytes) -> None:
@@ -137,7 +137,9 @@ def open_envelope(raw: bytes, trusted: Mapping[str, bytes], max_payload_bytes: i
     """
     if len(raw) > max_raw_size(max_payload_bytes):
         raise EnvelopeError("too_large", f"{len(raw)} bytes, not decoded")
-    fields = _check_fields(_decode_json_object(raw))
+    obj = _decode_json_object(raw)
+    readable_key = obj.get("key") if isinstance(obj.get("key"), str) else None
+    fields = _check_fields(obj, readable_key)
     key_name = fields["key"]
     type_ = fields["type"]
     if type_ not in ENVELOPE_TYPES:

@@ -220,3 +220,21 @@ def test_decoded_payload_over_the_limit_is_too_large(
 def test_seal_refuses_unknown_types(private_key: Ed25519PrivateKey) -> None:
     with pytest.raises(ValueError, match="envelope type"):
         seal(b"p", "xml", KEY_NAME, private_key)
+
+
+def test_bad_envelope_names_the_key_when_it_could_be_read(
+    private_key: Ed25519PrivateKey, trusted: dict[str, bytes]
+) -> None:
+    fields = fields_of(seal(b"p", "alert", KEY_NAME, private_key))
+    fields["sig"] = "***"
+    fields["extra"] = "x"
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(raw_of(fields), trusted, MAX)
+    assert (caught.value.reason, caught.value.key) == ("bad_envelope", KEY_NAME)
+    del fields["extra"]
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(raw_of(fields), trusted, MAX)
+    assert (caught.value.reason, caught.value.key) == ("bad_envelope", KEY_NAME)
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(b"[]", trusted, MAX)
+    assert caught.value.key is None
