@@ -227,3 +227,88 @@ def test_shipped_clips_are_added_but_never_replaced(tmp_path: Path) -> None:
     install(root, "--source", str(source))
     assert installed.read_bytes() == b"RIFF the village's own recording"
     assert (root / "etc/cunxiang/clips/fire.wav").read_bytes() == b"RIFF shipped fire"
+
+
+REAL_ROOT_SCRIPT = r"""
+set -euo pipefail
+# Private copies of the system folders install.sh writes: overlays in this mount
+# namespace only, so useradd, chown and systemctl act for real without touching the host.
+for d in etc opt usr/local var; do
+    mkdir -p "$SCRATCH/up/$d" "$SCRATCH/work/$d"
+    mount -t overlay overlay \
+        -o "lowerdir=/$d,upperdir=$SCRATCH/up/$d,workdir=$SCRATCH/work/$d" "/$d"
+done
+bash "$INSTALL" --no-apt --no-venv >"$SCRATCH/first.log"
+bash "$INSTALL" --no-apt --no-venv >"$SCRATCH/second.log"
+id -nG cunxiang >"$SCRATCH/groups"
+stat -c '%n %U:%G %a' /etc/cunxiang /etc/cunxiang/gateway.toml /var/lib/cunxiang \
+    /var/cache/cunxiang >"$SCRATCH/owners"
+readlink /etc/systemd/system/multi-user.target.wants/cunxiang.service >"$SCRATCH/wants"
+# The wrapper, called as root, runs the program as the service user.
+mkdir -p /opt/cunxiang/venv/bin
+printf '#!/bin/sh\nid -un\n' >/opt/cunxiang/venv/bin/cunxiang
+chmod 755 /opt/cunxiang/venv/bin/cunxiang
+/usr/local/bin/cunxiang status >"$SCRATCH/wrapper"
+bash "$UNINSTALL" --purge >"$SCRATCH/uninstall.log"
+if id cunxiang >/dev/null 2>&1; then echo present; else echo absent; fi >"$SCRATCH/user_after"
+"""
+
+
+def _can_overlay(scratch: Path) -> bool:
+    """Root, unshare and overlayfs are all there (a probe mount on scratch folders)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    for part in ["lower", "upper", "work", "merged"]:
+        (scratch / part).mkdir(parents=True)
+    options = f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work"
+    probe = subprocess.run(
+        ["unshare", "-m", "mount", "-t", "overlay", "overlay", "-o", options, f"{scratch}/merged"],
+        capture_output=True,
+        timeout=10,
+    )
+    return probe.returncode == 0
+
+
+def test_install_as_real_root_in_a_private_mount_namespace(tmp_path: Path) -> None:
+    """The real-root path (groups, user, chown, systemctl enable, wrapper) on overlays."""
+    if not _can_overlay(tmp_path / "probe"):
+        pytest.skip("needs root and unshare -m (a private mount namespace) on this machine")
+    host_had_user = subprocess.run(["id", "cunxiang"], capture_output=True).returncode == 0
+    env = {
+        **os.environ,
+        "SCRATCH": str(tmp_path),
+        "INSTALL": str(INSTALL),
+        "UNINSTALL": str(UNINSTALL),
+    }
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", REAL_ROOT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    first = (tmp_path / "first.log").read_text()
+    assert "changed: created user cunxiang" in first
+    assert "nothing to change" in (tmp_path / "second.log").read_text()
+    assert set((tmp_path / "groups").read_text().split()) == {
+        "cunxiang",
+        "gpio",
+        "audio",
+        "dialout",
+    }
+    assert (tmp_path / "owners").read_text().splitlines() == [
+        "/etc/cunxiang root:cunxiang 750",
+        "/etc/cunxiang/gateway.toml root:cunxiang 640",
+        "/var/lib/cunxiang cunxiang:cunxiang 750",
+        "/var/cache/cunxiang cunxiang:cunxiang 750",
+    ]
+    assert (tmp_path / "wants").read_text().strip() == "/etc/systemd/system/cunxiang.service"
+    assert (tmp_path / "wrapper").read_text().strip() == "cunxiang"
+    assert (tmp_path / "user_after").read_text().strip() == "absent"
+    # The host saw none of it.
+    assert (
+        subprocess.run(["id", "cunxiang"], capture_output=True).returncode == 0
+    ) == host_had_user
+    assert not Path("/etc/cunxiang").exists() or host_had_user
