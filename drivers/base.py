@@ -264,8 +264,11 @@ class Driver(ABC):
         try:
             self._emit(item)
         except Exception:
-            self._count("emit_errors")
-            log.exception("sensor %s: the consumer rejected %r", self.name, item)
+            with self._lock:
+                self._stats["emit_errors"] += 1
+                n = self._stats["emit_errors"]
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th … failure: loud, but no log flood
+                log.exception("sensor %s: the consumer rejected %r (%d times)", self.name, item, n)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,1 @@
+"""Driver tests: real bytes over pseudo-terminals, a real Modbus server, gpiozero's MockFactory."""
