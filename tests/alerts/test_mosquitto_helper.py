@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -66,3 +68,84 @@ def test_kill_stops_the_broker_and_start_brings_it_back() -> None:
         sub.client.publish("x/1", b"one", qos=1)
         assert sub.wait_for(lambda m: m.topic == "x/1").payload == b"one"
         sub.close()
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.crt",
+        )
+    return {
+        n: folder / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    }
+
+
+def test_tls_broker_with_client_certificates(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    with Mosquitto(
+        cafile=certs["ca.crt"],
+        certfile=certs["server.crt"],
+        keyfile=certs["server.key"],
+        require_certificate=True,
+    ) as broker:
+        sub = Subscriber(
+            broker.port,
+            ["secure/#"],
+            cafile=certs["ca.crt"],
+            certfile=certs["client.crt"],
+            keyfile=certs["client.key"],
+        )
+        try:
+            sub.client.publish("secure/1", b"over tls", qos=1)
+            assert sub.wait_for(lambda m: m.topic == "secure/1").payload == b"over tls"
+        finally:
+            sub.close()
+        with pytest.raises((TimeoutError, OSError)):
+            Subscriber(broker.port, ["x"], timeout=1).close()  # plain MQTT on a TLS port

@@ -176,9 +176,22 @@ class Message:
 
 
 class Subscriber:
-    """A paho client on `port` that subscribes to `topics` (QoS 1) and keeps every message."""
+    """A paho client on `port` that subscribes to `topics` (QoS 1) and keeps every message.
 
-    def __init__(self, port: int, topics: Iterable[str], host: str = HOST) -> None:
+    Also usable as a plain publisher in tests: `sub.client.publish(...)`.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        topics: Iterable[str],
+        host: str = HOST,
+        cafile: Path | None = None,
+        certfile: Path | None = None,
+        keyfile: Path | None = None,
+        timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        """Connect and subscribe within `timeout` s; with `cafile`, over TLS."""
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -189,9 +202,15 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        if cafile is not None:
+            self.client.tls_set(
+                ca_certs=str(cafile),
+                certfile=None if certfile is None else str(certfile),
+                keyfile=None if keyfile is None else str(keyfile),
+            )
         self.client.connect(host, port)
         self.client.loop_start()
-        if not self._subscribed.wait(START_TIMEOUT_S):
+        if not self._subscribed.wait(timeout):
             self.close()
             raise TimeoutError(f"could not subscribe to {self._topics} on port {port}")
 
