@@ -8,8 +8,8 @@ low (active)::
              └─ internal pull-up to 3.3 V                                 GND
 
 With ``active_low = false`` the contact goes between the pin and 3.3 V and the internal pull-down
-is used. A normally-closed contact (opens on alarm) is the same wiring with ``active_low = false``
-read the other way round. Never put 5 V or 12 V from a detector's relay on a GPIO pin.
+is used. Use a normally-open (NO) contact, closed on alarm; a device with only a normally-closed
+contact needs a small interposing relay. Never put 5 V or 12 V from a detector on a GPIO pin.
 
 Readings: ``quantity`` (default ``smoke``) with a `bool` value, True while the contact is active:
 one at once when the pin is claimed, one at once for every debounced change (first edge reported
