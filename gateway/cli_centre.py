@@ -128,6 +128,10 @@ def send(
     station: str | None,
 ) -> None:
     """Build, sign and publish an alert; print who received and played it."""
+    if as_cap and (clip, tone, repeat) != (None, None, None):
+        raise click.UsageError(
+            "--clip, --tone and --repeat have no CAP form; leave them out with --cap"
+        )
     spec = AlertSpec(
         area=area,
         level=level,
