@@ -10,8 +10,6 @@ typo cannot silently disable an alarm. CONFIG.md is the reference.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import hashlib
 import os
@@ -32,6 +30,7 @@ from pydantic import (
 )
 
 from drivers.base import BOOLEAN_QUANTITIES
+from gateway.keys import decode_public_key
 
 LEVELS = ("red", "orange", "yellow", "blue")
 Level = Literal["red", "orange", "yellow", "blue"]
@@ -368,20 +367,6 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def decode_public_key(value: str) -> bytes:
-    """Decode a trusted key: base64 of exactly 32 raw Ed25519 public-key bytes."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64 (copy the line `cunxiang keygen` printed)") from None
-    if len(raw) != 32:
-        raise ValueError(
-            f"decodes to {len(raw)} bytes; an Ed25519 public key is 32 bytes "
-            "(copy the line `cunxiang keygen` printed)"
-        )
-    return raw
-
-
 class _LineIndex:
     """Finds the line of a key in the TOML text (tomllib does not keep positions)."""
 
@@ -707,7 +692,7 @@ def load_config(path: Path | str) -> Config:
         ) from None
     reader = _Reader(file, text, data)
     parts = _read(reader)
-    _resolve_paths(reader, parts, file.resolve().parent)
+    _resolve_paths(reader, parts, file.absolute().parent)
     _check_keys(reader, parts)
     _cross_check(reader, parts)
     if reader.problems:
