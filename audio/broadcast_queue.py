@@ -186,6 +186,7 @@ class BroadcastQueue:
         self._fault = False
         self._sounding = False  # audio or amplifier in use since the queue was last idle
         self._last_state = "idle"
+        self._ready = threading.Event()
         self._events: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._notifier = threading.Thread(
             target=self._notify_loop, name="broadcast-notify", daemon=True
@@ -248,6 +249,13 @@ class BroadcastQueue:
                 }
                 for e in self._entries()
             ]
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has rendered the tones and tried to open the device.
+
+        Submitting earlier is fine; the first broadcast just starts ~0.1 s later.
+        """
+        return self._ready.wait(timeout)
 
     @property
     def state(self) -> str:
@@ -344,12 +352,15 @@ class BroadcastQueue:
             render_tone(name, self._player.rate)
         try:
             self._player.open()
+            self._player.standby()
         except AudioDeviceError as exc:
             log.error("audio output unavailable: %s", exc)
             with self._cond:
                 self._fault = True
                 self._state_changed()
             self._fault_now("audio_device")
+        finally:
+            self._ready.set()
 
     def _next(self) -> _Entry | None:
         """Block for the next broadcast to play; go idle when the queue stays empty."""

@@ -207,6 +207,14 @@ class Player:
         chunks = [zeros] * whole + ([zeros[:rest]] if rest else [])
         return self._write_paced(chunks, abort, 1.0, announce=False)
 
+    def drain(self, abort: threading.Event | None = None) -> bool:
+        """Wait until everything written has been heard (before switching the amplifier off)."""
+        remaining = self.queued_s()
+        if abort is None:
+            time.sleep(remaining)
+            return True
+        return not abort.wait(remaining)
+
     def queued_s(self) -> float:
         """Seconds of already written sound not yet heard (by the player's clock)."""
         return max(0.0, self.audible_until() - time.monotonic())

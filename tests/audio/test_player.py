@@ -64,6 +64,16 @@ def test_abort_stops_within_200_ms_and_returns_false(capture) -> None:
     assert 0.5 <= len(raw) / (2 * RATE) <= 0.7
 
 
+def test_drain_waits_until_the_last_sample_is_heard(capture) -> None:
+    player = Player(rate=RATE)
+    player.play([sine(440, 0.3)], threading.Event())
+    assert 0.05 <= player.queued_s() <= 0.12
+    player.drain()
+    assert player.queued_s() == 0.0
+    assert time.monotonic() >= player.audible_until()
+    player.close()
+
+
 def test_on_first_write_reports_what_is_still_queued(capture) -> None:
     calls: list[float] = []
     player = Player(rate=RATE, on_first_write=calls.append)
