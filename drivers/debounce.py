@@ -44,11 +44,20 @@ class Debouncer:
         return out
 
     def settle(self, raw: bool, now: float) -> list[bool]:
-        """Called once the window may be over, with the level the line has `now`."""
+        """Called once the window may be over, with the level the line has `now`.
+
+        A change found this way is dated `now`, not the window's end: the level may have been
+        read just after an edge whose callback has not run yet, and the bounce that follows that
+        edge must still fall inside a fresh window.
+        """
         if not self._pending or now < self._changed_at + self.window_s:
             return []
+        self._pending = False
         self._raw = raw
-        return self._settle_at_window_end(now)
+        if raw == self.state:
+            return []
+        self._accept(raw, now)
+        return [raw]
 
     def deadline(self) -> float | None:
         """When `settle` has something to decide, or None when nothing is pending."""

@@ -37,6 +37,20 @@ def test_a_late_edge_settles_the_pending_window_first() -> None:
     assert d.edge(True, 0.5) == [False, True]
 
 
+def test_level_read_before_its_edge_callback_opens_a_fresh_window() -> None:
+    """The worker may read the pin just after an edge whose callback is still queued."""
+    d = Debouncer(0.01, False)
+    assert d.edge(True, 0.000) == [True]  # a tip closes the reed switch ...
+    assert d.edge(False, 0.001) == []  # ... bouncing
+    assert d.edge(True, 0.002) == []
+    assert d.settle(False, 0.025) == [False]  # it reopened at 0.025; its callback comes next
+    assert d.edge(False, 0.025) == []
+    assert d.edge(True, 0.026) == []  # the reopening bounces: not a new tip
+    assert d.edge(False, 0.027) == []
+    assert d.settle(False, 0.040) == []
+    assert d.state is False
+
+
 def test_zero_window_passes_every_change() -> None:
     d = Debouncer(0.0, False)
     assert [d.edge(s, t * 1e-6) for t, s in enumerate([True, False, True])] == [
