@@ -157,6 +157,34 @@ class PtyPort:
         self.unplug()
 
 
+class PeriodicWriter:
+    """A device in active-upload mode: writes `make()` to the port every `period_s` seconds.
+
+    For end-to-end runs, e.g. ``PeriodicWriter(port, lambda: active_frame(123), 1.0)`` is a
+    ZE07-CO, ``PeriodicWriter(port, lambda: b'{"q": "battery_v", "v": 3.7}\\n', 1.0)`` a node.
+    Writes to an unplugged port are skipped.
+    """
+
+    def __init__(self, port: PtyPort, make: Callable[[], bytes], period_s: float) -> None:
+        self.port = port
+        self.make = make
+        self.period_s = period_s
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        while not self._stop.wait(self.period_s):
+            with contextlib.suppress(OSError):
+                self.port.write(self.make())
+                self.written += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+
 class QaResponder:
     """A ZE07-CO in Q&A mode: answers every query with the current concentration."""
 

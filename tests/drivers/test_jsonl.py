@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.jsonl import MAX_LINE, JsonlParser, parse_line
+from tests.drivers.devices import PeriodicWriter
 
 
 @pytest.mark.parametrize(
@@ -138,3 +139,21 @@ def test_node_readings_faults_and_recovery(make_driver, pty_port, collector):
         "bad_frames",
         "",
     ]
+
+
+def test_a_chatty_node_unplugged_and_replugged(make_driver, pty_port, collector):
+    line = b'{"q": "battery_v", "v": 3.7}\n'
+    writer = PeriodicWriter(pty_port, lambda: line, 0.02)
+    try:
+        driver = make_driver("jsonl", "node-3", port=pty_port.path, timeout_s=5)
+        collector.wait_readings(3)
+        pty_port.unplug()
+        collector.wait_health("port_unavailable")
+        mark = collector.mark()
+        pty_port.plug()
+        collector.wait_health("", start=mark, timeout=5)
+        collector.wait_readings(2, start=mark)
+    finally:
+        writer.stop()
+    assert set(collector.values()) == {3.7}
+    assert driver.stats["reopen_count"] == 1
