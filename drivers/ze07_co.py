@@ -13,7 +13,7 @@ Active upload (the default after power-up, one frame per second)::
     byte  0     1     2     3     4     5     6      7      8
          FF    04    03    01    hi    lo   fr_hi  fr_lo   cs
        start  CO   ppm  1 decimal  concentration  full range
-    ppm = (hi·256 + lo) × 0.1        e.g. FF 04 03 01 00 7B 13 88 DB → 12.3 ppm
+    ppm = (hi·256 + lo) × 0.1        e.g. FF 04 03 01 00 7B 13 88 E2 → 12.3 ppm
 
 Question & answer (the driver sends a query every ``poll_s``)::
 
