@@ -240,6 +240,13 @@ class Driver(ABC):
             self._send(reading)
         return reading
 
+    def _log_open_failure(self, what: str, exc: BaseException) -> None:
+        """Say why a port or pin cannot be opened: loudly the first time, quietly on retries."""
+        with self._lock:
+            retry = self._health_reason == REASON_PORT_UNAVAILABLE
+        level = logging.DEBUG if retry else logging.WARNING
+        log.log(level, "sensor %s: cannot open %s: %s", self.name, what, exc)
+
     def _fault(self, reason: str) -> None:
         self._set_health(False, reason)
 

@@ -103,7 +103,7 @@ class GpioInputDriver(Driver):
             )
         except Exception as exc:  # gpiozero and its back ends raise many kinds
             self._count("open_failures")
-            log.warning("sensor %s: cannot claim GPIO %s: %s", self.name, self.pin, exc)
+            self._log_open_failure(f"GPIO {self.pin}", exc)
             return None
         with self._lock:
             self._device = device

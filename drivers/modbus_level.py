@@ -150,7 +150,7 @@ class ModbusLevelDriver(Driver):
             port = serial.Serial(self.port, self.baud, timeout=REPLY_TIMEOUT_S, write_timeout=1.0)
         except (serial.SerialException, OSError, ValueError) as exc:
             self._count("open_failures")
-            log.debug("sensor %s: cannot open %s: %s", self.name, self.port, exc)
+            self._log_open_failure(self.port, exc)
             return None
         self._count("opens")
         if self.stats["opens"] > 1:

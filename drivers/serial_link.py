@@ -130,7 +130,7 @@ class SerialDriver(Driver):
             port = serial.Serial(self.port, self.baud, timeout=READ_SLICE_S, write_timeout=1.0)
         except (serial.SerialException, OSError, ValueError) as exc:
             self._count("open_failures")
-            log.debug("sensor %s: cannot open %s: %s", self.name, self.port, exc)
+            self._log_open_failure(self.port, exc)
             return None
         with self._lock:
             if self.stopping:

@@ -218,9 +218,14 @@ def test_unplugged_port_is_retried_until_it_comes_back(ze07, pty_port, collector
     assert stats["open_failures"] >= 1
 
 
-def test_port_missing_at_start_is_a_fault(make_driver, tmp_path, collector):
+def test_port_missing_at_start_is_a_fault_with_the_cause_logged(
+    make_driver, tmp_path, collector, caplog
+):
     make_driver("ze07_co", port=str(tmp_path / "nothing-here"), timeout_s=5)
     assert collector.wait_health("port_unavailable").ok is False
+    [warning] = [r for r in caplog.records if "cannot open" in r.getMessage()]
+    assert "nothing-here" in warning.getMessage()
+    assert "No such file" in warning.getMessage()
 
 
 def test_out_of_range_value_is_flagged_and_faulted(ze07, pty_port, collector):
