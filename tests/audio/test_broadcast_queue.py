@@ -50,7 +50,7 @@ def test_tone_then_speech_repeated_with_gaps(make_rig) -> None:
     assert rig.capture.raw() == chime + speech + gap(0.25) + chime + speech
     assert rig.recorder.statuses("a-1") == ["queued", "playing", "played"]
     expected_s = (2 * len(chime + speech) + len(gap(0.25))) / (2 * RATE)
-    assert extra["duration_s"] == pytest.approx(expected_s, abs=0.03)
+    assert extra["duration_s"] == pytest.approx(expected_s, abs=0.1)
 
 
 def test_red_preempts_blue_within_200_ms_and_blue_replays(make_rig) -> None:
@@ -174,7 +174,7 @@ def test_amplifier_on_before_first_sample_and_off_after_release(make_rig, pin_fa
     [(first_write, amp_on_then)] = first_writes
     assert amp_on_then is True
     assert first_write - submitted >= 0.3  # the warm-up was waited out
-    assert 0.3 <= off_after <= 0.7
+    assert 0.3 <= off_after <= 1.0
     assert [s.state for s in pin.states] == [False, True, False]
 
 
