@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import Config  # noqa: E402
-from gateway.store import Store  # noqa: E402
-from gateway.sync import Uplink  # noqa: E402
-from tests.support.mosquitto import Mosquitto  # noqa: E402
+from gateway.config import Config
+from gateway.store import Store
+from gateway.sync import Uplink
+from tests.support.mosquitto import Mosquitto
 
 STATION = "bench-station-01"
 SENSORS = [f"s-{i}" for i in range(10)]
@@ -198,7 +198,9 @@ def main() -> None:
     for key, value in medians.items():
         print(f"  {key:22} {value:14,.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"readings": args.readings, "runs": runs, "median": medians}))
+        args.json.write_text(
+            json.dumps({"readings": args.readings, "runs": runs, "median": medians})
+        )
 
 
 if __name__ == "__main__":

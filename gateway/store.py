@@ -38,10 +38,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway import store_schema
 from gateway.store_schema import KIND_EVENT, KIND_READING, KIND_RECEIPT
@@ -63,10 +63,8 @@ BUDGET_CHUNK_ROWS = 100_000
 #: Timestamps before this (2020-01-01) come from a clock that was never set: never "too old".
 SANE_EPOCH_MS = 1_577_836_800_000
 DAY_MS = 86_400_000
-#: States after which an alert needs nothing more (PROTOCOL.md §7).
-FINISHED_ALERT_STATES = frozenset(
-    {"played", "rejected", "expired", "cancelled", "superseded", "failed", "finished"}
-)
+#: Alert-log states of a broadcast that has not finished: after a restart it plays again.
+UNFINISHED_ALERT_STATES = ("received", "queued", "playing", "interrupted")
 #: Event and receipt members that the store writes itself.
 RESERVED_MEMBERS = frozenset({"seq", "ts"})
 
@@ -144,13 +142,13 @@ def value_json(value: float | bool) -> str:
     return repr(number)
 
 
-def json_members(fields: dict[str, object]) -> str:
+def json_members(fields: Mapping[str, object]) -> str:
     """The members of a JSON object without its braces (``"a":1,"b":"x"``)."""
     reserved = RESERVED_MEMBERS.intersection(fields)
     if reserved:
         raise ValueError(f"fields {sorted(reserved)} are set by the store")
     try:
-        text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"fields cannot be written as JSON: {exc}") from None
     return text[1:-1]
@@ -306,6 +304,7 @@ class Store:
         self._new_channels: list[tuple[int, str, str, str]] = []
         self._held: list[_Record] = []
         self._lost_in_memory = 0
+        self._committing = 0  # readings taken from the buffer by a commit still under way
         self._unsaved_alerts: dict[str, tuple[str, int, int, str]] = {}
         self._pending_runs: list[tuple[int, int]] = []
         self._pending_drops: list[int] = []
@@ -338,7 +337,7 @@ class Store:
             fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise self._fail(f"cannot create the database folder or lock file: {exc}") from None
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 0.5
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -539,7 +538,7 @@ class Store:
         self._intern[(sensor, quantity, tuple(flags))] = chan
         return chan
 
-    def add_event(self, type_: str, fields: dict[str, object], ts: int | None = None) -> int:
+    def add_event(self, type_: str, fields: Mapping[str, object], ts: int | None = None) -> int:
         """Commit one event (PROTOCOL.md §5) now; its seq, or 0 if it is held in memory.
 
         0 means the database cannot be written right now (disk full): the event is kept and
@@ -556,7 +555,7 @@ class Store:
         return self._commit(_Record(KIND_EVENT, now_ms() if ts is None else ts, body, fault))
 
     def add_receipt(
-        self, alert_id: str, status: str, fields: dict[str, object], ts: int | None = None
+        self, alert_id: str, status: str, fields: Mapping[str, object], ts: int | None = None
     ) -> int:
         """Commit one alert receipt (PROTOCOL.md §7) now; its seq, or 0 as for `add_event`."""
         if (
@@ -583,6 +582,7 @@ class Store:
             with self._buf_lock:
                 rows, self._buffer = self._buffer, []
                 channels, self._new_channels = self._new_channels, []
+                self._committing = len(rows)
             records = list(self._held)
             if self._lost_in_memory:
                 records.append(self._memory_loss_record())
@@ -591,12 +591,15 @@ class Store:
             state_rows, versions = self._dirty_state()
             alerts = dict(self._unsaved_alerts)
             if not (rows or channels or records or state_rows or alerts):
+                self._committing = 0
                 return 0
             try:
                 seq = self._write(rows, channels, records, state_rows, alerts)
             except sqlite3.Error as exc:
                 self._write_failed(exc, rows, channels, records)
                 return 0
+            finally:
+                self._committing = 0
             self._written(versions, records, alerts)
         if rows or records:
             self._notify()
@@ -832,18 +835,23 @@ class Store:
         return start, end
 
     def backlog(self) -> tuple[int, int | None]:
-        """How many committed records await a PUBACK, and the ts of the oldest of them."""
+        """Records not yet acknowledged by the broker (buffered ones too), and the oldest ts."""
         last = self._last_seq
         with self._mem_lock:
             count = last - self._done.count_upto(last)
             first = self._done.next_missing(1)
-        if count <= 0:
-            return 0, None
-        with self._read_lock:
-            row = self._reader_db.execute(
-                "SELECT ts FROM outbox WHERE seq >= ? ORDER BY seq LIMIT 1", (first,)
-            ).fetchone()
-        return count, (int(row[0]) if row else None)
+        with self._buf_lock:
+            buffered = len(self._buffer) + len(self._held) + self._committing
+            oldest = min((ts for ts, _, _ in self._buffer[:1]), default=None)
+        oldest_stored = None
+        if count > 0:
+            with self._read_lock:
+                row = self._reader_db.execute(
+                    "SELECT ts FROM outbox WHERE seq >= ? ORDER BY seq LIMIT 1", (first,)
+                ).fetchone()
+            oldest_stored = int(row[0]) if row else None
+        known = [ts for ts in (oldest, oldest_stored) if ts is not None]
+        return max(0, count) + buffered, (min(known) if known else None)
 
     def stored_range(self, from_seq: int, to_seq: int) -> tuple[int, int] | None:
         """The first and last seq still stored within from_seq..to_seq, or None."""
@@ -871,7 +879,7 @@ class Store:
 
     # --- alert log ------------------------------------------------------------------------------
 
-    def remember_alert(self, alert_id: str, record: dict[str, object]) -> bool:
+    def remember_alert(self, alert_id: str, record: Mapping[str, object]) -> bool:
         """Log an accepted alert; False if this id was seen before (also before a restart).
 
         Committed before it returns. If the disk is full the alert is kept in memory (and still
@@ -919,21 +927,30 @@ class Store:
         if cursor.rowcount == 0:
             log.warning("set_alert_state: no alert %r in the log", alert_id)
 
-    def unfinished_alerts(self) -> list[dict[str, object]]:
-        """Accepted alerts whose broadcast has not finished, oldest first.
+    def unfinished_alerts(self) -> list[dict[str, Any]]:
+        """Accepted alerts whose broadcast has not finished (received, queued, playing or
+        interrupted), oldest first.
 
-        Each item: ``{"id", "state", "received_ts", "updated_ts", "record"}``.
+        Each item is the record given to `remember_alert` plus ``id``, ``state``,
+        ``received_ts`` and ``updated_ts``.
         """
-        finished = sorted(FINISHED_ALERT_STATES)
-        marks = ",".join("?" * len(finished))
+        marks = ",".join("?" * len(UNFINISHED_ALERT_STATES))
         items = self._alerts(
-            f"SELECT * FROM alerts WHERE state NOT IN ({marks}) ORDER BY received_ts, rowid",
-            list(finished),
+            f"SELECT * FROM alerts WHERE state IN ({marks}) ORDER BY received_ts, rowid",
+            list(UNFINISHED_ALERT_STATES),
         )
-        items += [item for item in self._unsaved_items() if item["state"] not in finished]
+        items += [i for i in self._unsaved_items() if i["state"] in UNFINISHED_ALERT_STATES]
         return items
 
-    def recent_alerts(self, n: int) -> list[dict[str, object]]:
+    def alert_record(self, alert_id: str) -> dict[str, Any] | None:
+        """One alert of the log (as in `unfinished_alerts`), or None if the id was never seen."""
+        for item in self._unsaved_items():
+            if item["id"] == alert_id:
+                return item
+        found = self._alerts("SELECT * FROM alerts WHERE id = ?", [alert_id])
+        return found[0] if found else None
+
+    def recent_alerts(self, n: int) -> list[dict[str, Any]]:
         """The `n` most recently received alerts, newest first (items as `unfinished_alerts`)."""
         items = self._unsaved_items()[::-1]
         items += self._alerts(
@@ -941,11 +958,11 @@ class Store:
         )
         return items[:n]
 
-    def _unsaved_items(self) -> list[dict[str, object]]:
+    def _unsaved_items(self) -> list[dict[str, Any]]:
         with self._lock:
             return [alert_item((key, *row)) for key, row in self._unsaved_alerts.items()]
 
-    def _alerts(self, sql: str, params: list[object]) -> list[dict[str, object]]:
+    def _alerts(self, sql: str, params: list[object]) -> list[dict[str, Any]]:
         with self._read_lock:
             rows = self._reader_db.execute(sql, params).fetchall()
         return [alert_item(row) for row in rows]
@@ -1208,16 +1225,12 @@ class Store:
         self.close()
 
 
-def alert_item(row: tuple[object, ...]) -> dict[str, object]:
-    """One row of the alerts table as the dict the alerts module and status use."""
+def alert_item(row: tuple[object, ...]) -> dict[str, Any]:
+    """One row of the alerts table: the stored record plus id, state and the two timestamps."""
     alert_id, state, received_ts, updated_ts, record = row
-    return {
-        "id": alert_id,
-        "state": state,
-        "received_ts": received_ts,
-        "updated_ts": updated_ts,
-        "record": json.loads(str(record)),
-    }
+    item: dict[str, Any] = json.loads(str(record))
+    item.update(id=alert_id, state=state, received_ts=received_ts, updated_ts=updated_ts)
+    return item
 
 
 def _render_records(

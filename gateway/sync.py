@@ -70,6 +70,8 @@ BACKOFF_GROWTH = 1.5
 SHUTDOWN_DRAIN_S = 1.5
 SHUTDOWN_SETTLE_S = 0.5
 SHUTDOWN_OFFLINE_S = 0.5
+#: The same connection failure is logged again only after this long (retries go on meanwhile).
+REPEAT_LOG_S = 300.0
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
@@ -139,10 +141,11 @@ def explain(error: str, tls: bool) -> str:
             " — the broker refused this station's client certificate "
             "(check mqtt.cert_file and mqtt.key_file, and that the broker trusts their CA)"
         )
-    if "no connack" in text and tls:
+    if tls and ("no connack" in text or "eof occurred" in text or "reset by peer" in text):
         return (
-            " — under TLS 1.3 a broker that refuses the client certificate closes the "
-            "connection or says nothing: check mqtt.cert_file and mqtt.key_file"
+            " — the broker ended the TLS session without answering; under TLS 1.3 that is how "
+            "it refuses a client certificate: check mqtt.cert_file and mqtt.key_file, and that "
+            "the broker trusts their CA"
         )
     if "no connack" in text:
         return " — the broker accepted the TCP connection but never answered"
@@ -183,6 +186,7 @@ class _Link:
         self.started = time.monotonic()
         self.connected_at = 0.0
         self.last_loop = self.started
+        self.connect_sent = self.started
         self.closed = threading.Event()
         self._abort: str | None = None
         self._paho_error: str | None = None
@@ -264,6 +268,7 @@ class _Link:
             self._reader = self.uplink.store.reader()
             up = self.uplink
             self.client.connect(up.host, up.port, keepalive=up.keepalive_s)
+            self.connect_sent = time.monotonic()  # TCP (and TLS) are up, CONNECT is out
             self._loop()
         except Exception as exc:  # the thread must end in order, whatever happened
             self.error = self.error or _describe(exc)
@@ -337,7 +342,7 @@ class _Link:
     def _check_timeouts(self, now: float) -> None:
         up = self.uplink
         if not self.connected:
-            if now - self.started > up.connect_timeout_s + up.connack_timeout_s:
+            if now - self.connect_sent > up.connack_timeout_s:
                 self.abort(f"no CONNACK within {up.connack_timeout_s:g} s")
         elif self._inflight and now - self._last_progress > up.ack_timeout_s:
             self.abort(
@@ -354,6 +359,11 @@ class _Link:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         self._inflight[info.mid] = runs
         return info.mid
+
+    def publish_plain(self, topic: str, payload: bytes) -> None:
+        """Link thread: publish a message that is not an outbox record (QoS 1, not retained)."""
+        if self.connected:
+            self._publish(topic, payload, None)
 
     def publish_state(self, payload: bytes) -> None:
         """Link thread: publish the retained state (§3)."""
@@ -587,11 +597,14 @@ class Uplink:
         self._link: _Link | None = None
         self._links = 0
         self._resend_queue: deque[tuple[int, int]] = deque()
+        self._responses: deque[bytes] = deque(maxlen=100)
         self._stop_requested = False
         self._changed: asyncio.Event | None = None
         self._finished: asyncio.Event | None = None
         self._last_state = 0.0
         self._announced: _Link | None = None
+        self._last_failure: str | None = None
+        self._last_failure_logged = 0.0
         store.add_listener(self.wake)
 
     # --- public API ---------------------------------------------------------------------------
@@ -624,6 +637,24 @@ class Uplink:
             self._resend_queue.append(span)
             self.wake()
         return span
+
+    def publish_response(self, response: dict[str, object]) -> None:
+        """Publish a command response (§8) on ``…/cmd/res`` (event-loop thread).
+
+        Responses are not stored: one made while the broker is away waits in memory (the
+        newest 100) and goes out right after the next connect.
+        """
+        payload = json.dumps(response, ensure_ascii=False, separators=(",", ":"), default=str)
+        self._responses.append(payload.encode())
+        self._send_responses()
+
+    def _send_responses(self) -> None:
+        link = self._link
+        if link is None or not link.connected:
+            return
+        while self._responses:
+            payload = self._responses.popleft()
+            link.call(functools.partial(link.publish_plain, self.topics.cmd_res, payload))
 
     async def run(self) -> None:
         """Connect, drain, publish state and reconnect, until `stop`."""
@@ -742,29 +773,35 @@ class Uplink:
             connected_ts=now_ms(),
             last_error=None,
         )
+        self._send_responses()
 
     def _report_end(self, link: _Link | None, delay: float) -> None:
+        """Say why the connection ended; the same reason again is logged at most every 5 min."""
         if link is None:
             log.warning("retrying in %.1f s", delay)
             return
         where = f"{self.host}:{self.port}"
         reason = link.error or "connection closed"
         hint = explain(reason, self.tls_context is not None)
+        self.store.set_status(broker_connected=False, last_error=f"{reason}{hint}")
+        now = time.monotonic()
+        repeated = link.refused or reason
+        if repeated == self._last_failure and now - self._last_failure_logged < REPEAT_LOG_S:
+            log.debug("still cannot connect to %s: %s; retrying in %.1f s", where, reason, delay)
+            return
+        self._last_failure, self._last_failure_logged = repeated, now
         if link.refused is not None:
             log.error("the broker at %s refused the connection: %s%s", where, link.refused, hint)
         elif not link.ever_connected:
             log.warning(
                 "cannot connect to the broker at %s: %s%s; retrying in %.1f s",
-                where,
-                reason,
-                hint,
-                delay,
-            )
+                where, reason, hint, delay,
+            )  # fmt: skip
         else:
+            self._last_failure = None
             log.warning(
                 "lost the broker at %s: %s%s; reconnecting in %.1f s", where, reason, hint, delay
             )
-        self.store.set_status(broker_connected=False, last_error=f"{reason}{hint}")
 
     async def _sleep(self, delay: float) -> None:
         assert self._changed is not None

@@ -1,0 +1,50 @@
+"""The `cunxiang status` command: the station's state from its database, for a technician.
+
+A thin click layer over gateway/status.py (which reads the database read-only, so it works
+while the service runs). gateway/cli.py registers it with ``main.add_command(status)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.status import StatusError, read_status, render, state_json
+
+DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
+
+
+@click.command("status")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The station's config file.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the PROTOCOL §3 state fields plus last_readings, alerts and receipts as JSON.",
+)
+def status(config_path: Path, as_json: bool) -> None:
+    """Backlog, last sync, broker, sensors, recent alerts and receipts (works while running)."""
+    from gateway.cli import load_or_exit  # gateway.cli imports this module
+
+    config = load_or_exit(config_path)
+    try:
+        report = read_status(config.storage.path)
+    except StatusError as exc:
+        click.echo(f"{config_path}: storage.path: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        document = state_json(report, config.station.area)
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        click.echo(render(report, config.station.area))
