@@ -131,7 +131,8 @@ def _read(
     ).fetchall()
     alert_items = [a for a in map(alert_item, alert_rows) if a.get("kind") != "command"]
     receipt_rows = db.execute(
-        "SELECT seq, ts, body FROM outbox WHERE kind = ? ORDER BY seq DESC LIMIT ?",
+        "SELECT seq, ts, body FROM outbox INDEXED BY outbox_records "
+        "WHERE kind > 0 AND kind = ? ORDER BY seq DESC LIMIT ?",
         (store_schema.KIND_RECEIPT, n_receipts),
     ).fetchall()
     return StationStatus(

@@ -56,10 +56,23 @@ MAX_HELD_RECORDS = 10_000
 EARLY_COMMIT_ROWS = 20_000
 #: Buffered readings at which the caller of add_reading commits itself (back-pressure).
 INLINE_COMMIT_ROWS = 50_000
-#: The budget deletes down to this share of ``max_mb``, so it does not run on every commit.
-BUDGET_LOW_WATER = 0.9
+#: The budget deletes sent records down to this share of ``max_mb`` (so it seldom runs) and
+#: unsent readings down to this one (each run costs a data_dropped event; each is data lost).
+SENT_LOW_WATER = 0.9
+UNSENT_LOW_WATER = 0.98
+#: Acknowledged ranges, status fields and last values are saved at most this often (and on
+#: flush/close): losing a few seconds of acknowledgements to a crash only causes duplicates.
+STATE_SAVE_S = 5.0
+#: How often the committer thread applies ``max_age_days``.
+AGE_CHECK_S = 3600.0
 #: Rows one budget statement handles at most (keeps memory and lock hold times bounded).
 BUDGET_CHUNK_ROWS = 100_000
+#: Row sizes (bytes on disk) the budget assumes: small to free sent records, large for unsent.
+MIN_ROW_BYTES = 20
+MAX_ROW_BYTES = 64
+#: Unsent readings deleted per budget pass at least, and passes per budget run at most.
+UNSENT_STEP_ROWS = 256
+BUDGET_PASSES = 64
 #: Timestamps before this (2020-01-01) come from a clock that was never set: never "too old".
 SANE_EPOCH_MS = 1_577_836_800_000
 DAY_MS = 86_400_000
@@ -307,9 +320,11 @@ class Store:
         self._committing = 0  # readings taken from the buffer by a commit still under way
         self._unsaved_alerts: dict[str, tuple[str, int, int, str]] = {}
         self._pending_runs: list[tuple[int, int]] = []
-        self._pending_drops: list[int] = []
+        self._pending_drops: dict[str, tuple[int, int, int]] = {}
         self._write_error: str | None = None
         self._budget_checked = 0.0
+        self._state_saved_at = 0.0
+        self._age_checked = -AGE_CHECK_S
         self._budget_warned = False
         self._closed = False
         self._lockfile = self._take_lock()
@@ -397,6 +412,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self._fail(f"cannot open: {exc}") from None
         try:
+            db.execute("PRAGMA page_size=1024")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise self._fail(f"cannot switch to WAL mode (got {mode})")
@@ -459,8 +475,11 @@ class Store:
                 self._last[self._channel_ids[key]] = (int(item["ts"]), str(item["v"]))
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         self._last_seq: int = int(row[0]) if row else 0
-        row = db.execute("SELECT max(seq) FROM outbox WHERE kind > 0").fetchone()
-        self._last_record_seq: int = int(row[0] or 0)
+        row = db.execute(
+            "SELECT seq FROM outbox INDEXED BY outbox_records WHERE kind > 0 "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self._last_record_seq: int = int(row[0]) if row else 0
         oldest = db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
         # Seqs below the oldest stored row no longer exist: nothing can send them any more.
         self._done.add(1, (int(oldest) if oldest is not None else self._last_seq + 1) - 1)
@@ -570,11 +589,11 @@ class Store:
 
     def flush(self) -> None:
         """Commit buffered readings and pending state now (also done by `close`)."""
-        self._commit(None)
+        self._commit(None, force_state=True)
 
     # --- commit -------------------------------------------------------------------------------
 
-    def _commit(self, record: _Record | None) -> int:
+    def _commit(self, record: _Record | None, force_state: bool = False) -> int:
         """Commit buffered readings, held records, `record` and changed state in one transaction."""
         with self._lock:
             if self._closed:
@@ -588,7 +607,7 @@ class Store:
                 records.append(self._memory_loss_record())
             if record is not None:
                 records.append(record)
-            state_rows, versions = self._dirty_state()
+            state_rows, versions = self._dirty_state(force=force_state)
             alerts = dict(self._unsaved_alerts)
             if not (rows or channels or records or state_rows or alerts):
                 self._committing = 0
@@ -666,6 +685,8 @@ class Store:
         records: list[_Record],
         alerts: dict[str, tuple[str, int, int, str]],
     ) -> None:
+        if versions != (self._saved_version, self._saved_last_version):
+            self._state_saved_at = time.monotonic()
         self._saved_version, self._saved_last_version = versions
         self._held = []
         if any(rec.memory_loss for rec in records):
@@ -756,8 +777,14 @@ class Store:
     def _dirty_state(
         self, extra_runs: Iterable[tuple[int, int]] = (), force: bool = False
     ) -> tuple[list[tuple[str, str]], tuple[int, int]]:
-        """State rows that changed since they were last saved, and the versions they capture."""
+        """State rows that changed since they were last saved, and the versions they capture.
+
+        Unless forced they are saved at most every STATE_SAVE_S: a lost acknowledgement only
+        means a record is sent twice, and flash wears with every page written.
+        """
         rows: list[tuple[str, str]] = []
+        if not force and time.monotonic() - self._state_saved_at < STATE_SAVE_S:
+            return rows, (self._saved_version, self._saved_last_version)
         with self._mem_lock:
             version = self._mem_version
             if force or version != self._saved_version:
@@ -970,12 +997,33 @@ class Store:
     # --- storage budget -------------------------------------------------------------------------
 
     def enforce_budget(self) -> None:
-        """Apply ``max_age_days`` and ``max_mb`` now (the committer thread does it every second)."""
+        """Apply ``max_age_days`` and ``max_mb`` now.
+
+        The committer thread applies ``max_mb`` every second and ``max_age_days`` every hour
+        (time moves slowly against a 30-day limit, and every run that deletes unsent readings
+        adds a ``data_dropped`` event).
+        """
         with self._lock:
             if self._closed:
                 return
             try:
                 self._expire_old()
+                self._fit_size()
+            except sqlite3.Error as exc:
+                log.error("%s: the storage budget could not run: %s", self.path, exc)
+
+    def _budget_tick(self) -> None:
+        now = time.monotonic()
+        if now - self._budget_checked < 1.0:
+            return
+        self._budget_checked = now
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if now - self._age_checked >= AGE_CHECK_S:
+                    self._age_checked = now
+                    self._expire_old()
                 self._fit_size()
             except sqlite3.Error as exc:
                 log.error("%s: the storage budget could not run: %s", self.path, exc)
@@ -986,6 +1034,7 @@ class Store:
             return self._used_bytes()
 
     def _used_bytes(self) -> int:
+        """Bytes in use, as this connection sees them (also inside a transaction)."""
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         size = self._db.execute("PRAGMA page_size").fetchone()[0]
@@ -996,6 +1045,7 @@ class Store:
         return None if row[0] is None else int(row[0])
 
     def _expire_old(self) -> None:
+        """Delete records older than ``max_age_days``: sent ones, and unsent readings."""
         now = now_ms()
         if now < SANE_EPOCH_MS:
             return  # the clock was never set: nothing can be judged old
@@ -1024,15 +1074,24 @@ class Store:
         self._transaction(work)
 
     def _fit_size(self) -> None:
-        for _ in range(4):
+        """Delete down to ``max_mb``: sent records (generously), then unsent readings (sparingly).
+
+        SQLite cannot count rows cheaply, so the rows to delete are estimated from the bytes to
+        free: generously for sent records (assuming small rows: they are at the centre already),
+        sparingly for unsent readings (assuming large rows, measuring again after each step,
+        all in one transaction that reports them in one ``data_dropped`` event).
+        """
+        for _ in range(BUDGET_PASSES):
             used = self._used_bytes()
             if used <= self._max_bytes:
                 self._budget_warned = False
                 return
-            rows = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0] or 1
-            excess = used - int(self._max_bytes * BUDGET_LOW_WATER)
-            want = max(1, math.ceil(excess * rows / used))
-            if not self._transaction(functools.partial(self._delete_oldest, want)):
+            excess = used - int(self._max_bytes * SENT_LOW_WATER)
+            sent = functools.partial(self._delete_sent, excess // MIN_ROW_BYTES + 1, self._last_seq)
+            if self._transaction(sent):
+                continue
+            target = int(self._max_bytes * UNSENT_LOW_WATER)
+            if not self._transaction(functools.partial(self._drop_to_fit, target)):
                 if not self._budget_warned:
                     log.error(
                         "%s: over storage.max_mb (%d bytes used) but only unsent events and "
@@ -1043,25 +1102,35 @@ class Store:
                     self._budget_warned = True
                 return
 
-    def _delete_oldest(self, want: int) -> int:
-        upto = self._last_seq
-        deleted = self._delete_sent(want, upto)
-        if deleted < want:
-            deleted += self._drop_unsent(want - deleted, upto, "max_mb", "")
-        return deleted
+    def _drop_to_fit(self, target: int) -> int:
+        """Inside a transaction: drop the oldest unsent readings in steps until `target` holds."""
+        dropped = 0
+        for _ in range(BUDGET_PASSES):
+            used = self._used_bytes()
+            if used <= target:
+                break
+            step = max(UNSENT_STEP_ROWS, (used - target) // MAX_ROW_BYTES + 1)
+            count = self._drop_unsent(step, self._last_seq, "max_mb", "")
+            if not count:
+                break
+            dropped += count
+        return dropped
 
     def _transaction(self, work: Callable[[], int]) -> int:
-        """Run deletions in one transaction that also saves the updated seq ranges.
+        """Run deletions in one transaction that also saves the seq ranges and reports drops.
 
         Ranges of dropped readings reach the in-memory set only after COMMIT: if the transaction
         fails, those readings are still stored and must still be sent.
         """
         db = self._db
         self._pending_runs = []
-        self._pending_drops = []
+        self._pending_drops = {}
+        drop_seqs: list[int] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             deleted = work()
+            for reason, (count, first, last) in self._pending_drops.items():
+                drop_seqs.append(self._report_drop(count, first, last, reason))
             if deleted:
                 state_rows, versions = self._dirty_state(self._pending_runs, force=True)
                 db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", state_rows)
@@ -1069,18 +1138,18 @@ class Store:
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            self._pending_runs, self._pending_drops = [], []
+            self._pending_runs, self._pending_drops = [], {}
             raise
         if deleted:
             with self._mem_lock:
                 for lo, hi in self._pending_runs:
                     self._done.add(lo, hi)
             self._saved_version, self._saved_last_version = versions
-        if self._pending_drops:
-            self._last_seq = max(self._last_seq, *self._pending_drops)
-            self._last_record_seq = max(self._last_record_seq, *self._pending_drops)
+        if drop_seqs:
+            self._last_seq = max(self._last_seq, *drop_seqs)
+            self._last_record_seq = max(self._last_record_seq, *drop_seqs)
             self._notify()
-        self._pending_runs, self._pending_drops = [], []
+        self._pending_runs, self._pending_drops = [], {}
         return deleted
 
     def _delete_sent(self, want: int | None, upto: int) -> int:
@@ -1115,10 +1184,11 @@ class Store:
         return deleted
 
     def _drop_unsent(self, want: int | None, upto: int, reason: str, extra: str) -> int:
-        """Delete up to `want` unsent readings with seq <= upto, oldest first, and report them.
+        """Delete up to `want` (None: all) unsent readings with seq <= upto, oldest first.
 
-        Each statement's deletions get one ``data_dropped`` event with the exact count and the
-        first and last seq deleted. Events and receipts are never deleted here.
+        Only inside `_transaction`, which reports what this deleted in one ``data_dropped``
+        event per reason: the exact count, and the first and last seq deleted. Events and
+        receipts are never deleted here.
         """
         dropped = 0
         after = 0
@@ -1142,12 +1212,18 @@ class Store:
                     (seqs[0], seqs[-1]),
                 )
                 self._pending_runs.extend(runs_of(seqs))
-                self._report_drop(len(seqs), seqs[0], seqs[-1], reason)
+                count, low, high = self._pending_drops.get(reason, (0, seqs[0], seqs[-1]))
+                self._pending_drops[reason] = (
+                    count + len(seqs),
+                    min(low, seqs[0]),
+                    max(high, seqs[-1]),
+                )
                 dropped += len(seqs)
             after = seqs[-1] if len(seqs) == limit else end
         return dropped
 
-    def _report_drop(self, count: int, first: int, last: int, reason: str) -> None:
+    def _report_drop(self, count: int, first: int, last: int, reason: str) -> int:
+        """Add the data_dropped event (in the current transaction); its seq."""
         fields: dict[str, object] = {
             "count": count,
             "from_seq": first,
@@ -1158,23 +1234,22 @@ class Store:
         cursor = self._db.execute(
             "INSERT INTO outbox (kind, ts, body) VALUES (?, ?, ?)", (KIND_EVENT, now_ms(), body)
         )
-        self._pending_drops.append(int(cursor.lastrowid or 0))
         log.warning(
-            "%s: storage budget (%s) deleted %d unsent readings, seq %d..%d",
+            "%s: storage budget (%s) deleted %d unsent readings between seq %d and %d",
             self.path,
             reason,
             count,
             first,
             last,
         )
+        return int(cursor.lastrowid or 0)
 
     def _free_sent_space(self) -> None:
         """On a full disk, make room inside the file by deleting the oldest sent records."""
         try:
-            rows = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-            freed = self._transaction(
-                lambda: self._delete_sent(max(1000, rows // 10), self._last_seq)
-            )
+            oldest = self._oldest_stored() or self._last_seq
+            rows = max(1000, (self._last_seq - oldest) // 10)
+            freed = self._transaction(functools.partial(self._delete_sent, rows, self._last_seq))
         except sqlite3.Error as exc:
             log.debug("freeing space failed: %s", exc)
             return
@@ -1191,9 +1266,7 @@ class Store:
                 break
             try:
                 self._commit(None)
-                if time.monotonic() - self._budget_checked >= 1.0:
-                    self._budget_checked = time.monotonic()
-                    self.enforce_budget()
+                self._budget_tick()
             except StoreError:
                 break
             except Exception:
@@ -1208,7 +1281,7 @@ class Store:
         self._thread.join(timeout=10)
         with self._lock:
             try:
-                self._commit(None)
+                self._commit(None, force_state=True)
             finally:
                 self._closed = True
                 with contextlib.suppress(sqlite3.Error):
@@ -1281,7 +1354,8 @@ class OutboxReader:
     def unsent_records(self, after: int, limit: int) -> tuple[list[OutboxRecord], int]:
         """Unsent events and receipts with seq > after (at most `limit`), and the last seq looked at."""
         rows = self._db.execute(
-            "SELECT seq, kind, ts, body FROM outbox WHERE kind > 0 AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, kind, ts, body FROM outbox INDEXED BY outbox_records "
+            "WHERE kind > 0 AND seq > ? ORDER BY seq LIMIT ?",
             (after, limit * 4),
         ).fetchall()
         out: list[OutboxRecord] = []

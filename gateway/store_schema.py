@@ -15,7 +15,8 @@ Layout (version 1):
     (about 25 bytes a row): ``chan`` points at the (sensor, quantity, flags) triple in
     ``channels`` and ``v`` is the value already written as JSON text (``12.5``, ``true``).
     Events and receipts keep their JSON members after ``seq`` and ``ts`` in ``body``.
-    A partial index covers only events and receipts, so readings pay nothing for it.
+    A partial index lists only events and receipts in seq order, so readings pay nothing for
+    it (queries name it with INDEXED BY: without statistics SQLite would scan the readings).
 ``channels``
     One row per distinct (sensor, quantity, flags); readings refer to it by ``id``.
 ``state``
@@ -48,7 +49,7 @@ CREATE TABLE outbox (
     v    TEXT,
     body TEXT
 );
-CREATE INDEX outbox_records ON outbox (kind) WHERE kind > 0;
+CREATE INDEX outbox_records ON outbox (seq) WHERE kind > 0;
 CREATE TABLE channels (
     id       INTEGER PRIMARY KEY,
     sensor   TEXT NOT NULL,

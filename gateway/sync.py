@@ -684,15 +684,16 @@ class Uplink:
             if link.connected:
                 offline = self._state_payload(online=False)
                 link.call(functools.partial(link.begin_shutdown, offline))
+                limit = SHUTDOWN_DRAIN_S + SHUTDOWN_SETTLE_S + SHUTDOWN_OFFLINE_S + 0.3
             else:
                 link.abort("stopping")
-            limit = SHUTDOWN_DRAIN_S + SHUTDOWN_SETTLE_S + SHUTDOWN_OFFLINE_S + 1.0
+                limit = 0.5  # longer only while blocked in a TCP connect; then it is left behind
             await self._wait_closed(link, limit)
             if not link.closed.is_set():
                 link.abort("stopping")
         if self._finished is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), 1.0)
+                await asyncio.wait_for(self._finished.wait(), 0.5)
         self.store.remove_listener(self.wake)
         self.store.set_status(broker_connected=False, disconnected_ts=now_ms())
 

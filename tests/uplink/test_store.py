@@ -231,7 +231,7 @@ def test_budget_deletes_sent_records_first_then_reports_unsent_ones(tmp_path: Pa
     stored = {seq for seq, _ in rows}
     assert keep in stored, "an unsent event is never deleted"
     assert not stored & set(range(1, 20_001)), "sent records go first"
-    drops = [json.loads(r.json) for r in _events(db, "data_dropped")]
+    drops = stored_events(db, "data_dropped")
     assert drops, "unsent readings were deleted, so data_dropped must say so"
     for drop in drops:
         assert drop["from_seq"] > 20_000 and drop["reason"] == "max_mb"
@@ -258,7 +258,7 @@ def test_budget_expires_old_records_but_not_those_from_an_unset_clock(tmp_path: 
         store.flush()
         store.enforce_budget()
         stored = {seq for seq, _ in committed(db)}
-        drops = [json.loads(r.json) for r in _events(db, "data_dropped")]
+        drops = stored_events(db, "data_dropped")
     assert not stored & set(range(1, 11)), "old readings are gone (sent ones silently)"
     assert set(range(11, 16)) <= stored, "readings stamped by an unset clock are kept"
     assert old_event in stored, "unsent events are never deleted"
@@ -289,7 +289,7 @@ def test_a_full_disk_keeps_the_service_running_and_loses_nothing_committed_later
         assert store.write_error is None
         store.flush()
         rows = committed(db)
-        loss = [json.loads(r.json) for r in _events(db, "data_dropped")]
+        loss = stored_events(db, "data_dropped")
     seqs = [seq for seq, _ in rows]
     assert seqs == list(range(1, len(seqs) + 1)), "committed seqs have no gap"
     assert len([k for _, k in rows if k == 0]) == 100 + 2_000
@@ -309,23 +309,12 @@ def test_seq_ranges_merge_and_answer_queries() -> None:
     assert runs_of([1, 2, 3, 5, 6, 9]) == [(1, 3), (5, 6), (9, 9)]
 
 
-def _events(db: Path, type_: str) -> list[store_module.OutboxRecord]:
-    with new_store_ro(db) as reader:
-        return [r for r in reader if json.loads(r.json).get("type") == type_]
-
-
-class new_store_ro:
-    """All stored events, read through a read-only connection."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-
-    def __enter__(self) -> list[store_module.OutboxRecord]:
-        rows = self.db.execute("SELECT seq, ts, body FROM outbox WHERE kind = 1 ORDER BY seq")
-        return [
-            store_module.OutboxRecord(seq, "event", ts, f'{{"seq":{seq},"ts":{ts},{body}}}')
-            for seq, ts, body in rows
-        ]
-
-    def __exit__(self, *_: object) -> None:
-        self.db.close()
+def stored_events(db: Path, type_: str) -> list[dict[str, object]]:
+    """Events of one type as they are stored, read through a read-only connection."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT seq, ts, body FROM outbox WHERE kind = 1 ORDER BY seq")
+        events = [json.loads(f'{{"seq":{seq},"ts":{ts},{body}}}') for seq, ts, body in rows]
+    finally:
+        conn.close()
+    return [event for event in events if event["type"] == type_]
