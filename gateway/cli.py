@@ -56,3 +56,64 @@ def check_config(config_path: Path) -> None:
         f"{len(config.sensors)} sensors, {len(config.rules)} rules, "
         f"{len(config.security.trusted_keys)} trusted keys"
     )
+
+
+@main.command("run")
+@config_option
+@click.option(
+    "--log-level", default="info", show_default=True, help="debug, info, warning or error."
+)
+def run(config_path: Path, log_level: str) -> None:
+    """Run the station service in the foreground (systemd runs this)."""
+    from gateway.logs import setup_logging
+    from gateway.service import run_station
+    from gateway.store import StoreError
+
+    config = load_or_exit(config_path)
+    setup_logging(log_level)
+    try:
+        sys.exit(run_station(config))
+    except StoreError as exc:
+        click.echo(f"{config_path}: storage.path: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for the demo station's config, database and audio (default: a new temp folder).",
+)
+@click.option("--seconds", type=float, default=None, help="Stop after this many seconds.")
+def demo(directory: Path | None, seconds: float | None) -> None:
+    """A demo station with simulated sensors; works with no broker at all."""
+    from gateway.demo import run_demo
+
+    sys.exit(run_demo(directory, seconds))
+
+
+@main.command("speaker-test")
+@config_option
+@click.option("--volume", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
+def speaker_test(config_path: Path, volume: float) -> None:
+    """Play a short chime through the amplifier and the loudspeakers."""
+    from gateway.speaker_test import play_chime
+
+    config = load_or_exit(config_path)
+    ok, message = play_chime(config, volume)
+    click.echo(message, err=not ok)
+    sys.exit(0 if ok else 1)
+
+
+def _register_tools() -> None:
+    from gateway.cli_centre import alert, keygen
+    from gateway.cli_status import status
+
+    main.add_command(status)
+    main.add_command(keygen)
+    main.add_command(alert)
+
+
+_register_tools()

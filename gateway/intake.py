@@ -1,0 +1,484 @@
+"""Downlink intake: what the centre sends becomes a broadcast, a receipt, a command reply, or nothing.
+
+This is the only door to the loudspeakers from the network. Every message goes
+through `open_envelope` (size, trust list, Ed25519 signature) before anything
+looks at its payload; only then is it parsed, matched against the station's
+area, checked for time and replay, and handed to the broadcast queue. Whatever
+fails is answered as PROTOCOL.md §6–§8 prescribe — a `downlink_rejected` event
+for an envelope failure, a `rejected`/`expired` receipt for a verified payload
+that is wrong — and never makes a sound.
+
+Accepted alerts are written to the alert log before the first receipt, so a
+restart resumes them (§9) and a replayed id never plays twice (§6.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from audio.broadcast_queue import Broadcast, BroadcastQueue
+from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
+from audio.tts import Tts, TtsUnavailable
+from gateway.alert_model import (
+    Alert,
+    PayloadError,
+    check_time,
+    epoch_ms,
+    is_for_station,
+    parse_alert_json,
+)
+from gateway.cap import parse_cap
+from gateway.clock import StationClock
+from gateway.command_model import Command, parse_command
+from gateway.config import Config
+from gateway.downlink_rejections import RejectionFolder
+from gateway.envelope import Envelope, EnvelopeError, open_envelope
+from gateway.rules import RuleEvent
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+#: States of an alert in the log that mean "not finished: play it (again) after a restart".
+UNFINISHED = ("received", "queued", "playing", "interrupted")
+#: How long a local alarm broadcast stays worth playing after a restart.
+LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
+SPEAKER_TEST_PREFIX = "speaker-test:"
+
+
+class UplinkPort(Protocol):
+    """What intake needs of the uplink."""
+
+    def wake(self) -> None: ...
+
+    def state_changed(self) -> None: ...
+
+    def publish_response(self, response: dict[str, Any]) -> None: ...
+
+    def resend(self, from_seq: int, to_seq: int) -> tuple[int, int] | None: ...
+
+
+class Intake:
+    """Turns verified downlink into broadcasts and answers, and broadcast progress into receipts."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        queue: BroadcastQueue,
+        *,
+        clock: StationClock,
+        uplink: UplinkPort,
+        state: Callable[[], dict[str, Any]],
+        last_readings: Callable[[], list[dict[str, Any]]],
+        rate: int = 22050,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.queue = queue
+        self.clock = clock
+        self.uplink = uplink
+        self.state = state
+        self.last_readings = last_readings
+        self.rate = rate
+        self.trusted = config.security.public_keys()
+        self.rejections = RejectionFolder()
+        self.tts = Tts(
+            config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
+        )
+        self._unsynced_alerts: set[str] = set()
+        self._speaker_tests: dict[str, str] = {}
+        # References an update/cancel stopped: the queue reports them `cancelled`, but the
+        # receipt intake already wrote (`superseded` or `cancelled`) is the one that counts.
+        self._replaced: set[str] = set()
+        prefix = f"{config.mqtt.topic_prefix}/"
+        self._station_alert = f"{prefix}station/{config.station.id}/alert"
+        self._station_cmd = f"{prefix}station/{config.station.id}/cmd"
+        self._area_prefix = f"{prefix}alert/"
+
+    # -- the door ----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One downlink message. Never raises: a bug here must not take the station down."""
+        try:
+            self._handle(topic, payload)
+        except Exception:
+            log.exception("downlink on %s: unexpected error; the message was dropped", topic)
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            envelope = open_envelope(payload, self.trusted, self.config.security.max_payload_bytes)
+        except EnvelopeError as exc:
+            self._reject_downlink(exc.reason, topic, exc.key, payload, str(exc))
+            return
+        on_cmd_topic = topic == self._station_cmd
+        if (envelope.type == "command") != on_cmd_topic:
+            detail = f"a {envelope.type} envelope does not belong on {topic}"
+            self._reject_downlink("bad_envelope", topic, envelope.key, payload, detail)
+            return
+        if on_cmd_topic:
+            self._command(envelope, topic, payload)
+        else:
+            self._alert(envelope, topic, payload)
+
+    def _reject_downlink(
+        self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
+    ) -> None:
+        digest = hashlib.sha256(payload).hexdigest()
+        log.warning(
+            "downlink rejected (%s) on %s, key %s, sha256 %s: %s",
+            reason,
+            topic,
+            key,
+            digest,
+            detail,
+        )
+        event = self.rejections.record(reason, topic, key, digest, self.clock.now_ms())
+        if event is not None:
+            self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        fields = dict(event)
+        type_ = str(fields.pop("type", "downlink_rejected"))
+        self.store.add_event(type_, fields)
+        self.uplink.wake()
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def _alert(self, envelope: Envelope, topic: str, raw: bytes) -> None:
+        try:
+            alert = (
+                parse_cap(envelope.payload)
+                if envelope.type == "cap"
+                else parse_alert_json(envelope.payload)
+            )
+        except PayloadError as exc:
+            self._payload_error(exc, topic, envelope.key, raw)
+            return
+        if not is_for_station(alert, self.config.station.area):
+            if topic == self._station_alert:
+                self._receipt(alert.id, "rejected", {"reason": "not_for_this_area"})
+            else:
+                log.debug("alert %s is for %s, not this station", alert.id, alert.areas)
+            return
+        synced = self.clock.synced()
+        verdict = check_time(
+            alert, self.clock.now_ms(), synced, self.config.security.max_clock_skew_s
+        )
+        if verdict == "expired":
+            self._receipt(alert.id, "expired", {})
+            return
+        if verdict == "from_future":
+            self._receipt(alert.id, "rejected", {"reason": "from_future"})
+            return
+        try:
+            speech = self._speech(alert)
+        except (UnknownClip, BadAudio) as exc:
+            reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
+            self._receipt(alert.id, "rejected", {"reason": reason})
+            return
+        self._accept(alert, envelope, synced, speech)
+
+    def _payload_error(self, exc: PayloadError, topic: str, key: str, raw: bytes) -> None:
+        if exc.alert_id is None:
+            self._reject_downlink(exc.reason, topic, key, raw, str(exc))
+            return
+        log.warning("alert %s rejected (%s): %s", exc.alert_id, exc.reason, exc)
+        self._receipt(exc.alert_id, "rejected", {"reason": exc.reason})
+
+    def _accept(
+        self,
+        alert: Alert,
+        envelope: Envelope,
+        synced: bool,
+        speech: Callable[[], bytes] | None,
+    ) -> None:
+        record = {
+            "kind": "central",
+            "format": envelope.type,
+            "key": envelope.key,
+            "payload": envelope.payload.decode("utf-8", errors="replace")
+            if envelope.type == "cap"
+            else None,
+            "alert": alert.model_dump(mode="json"),
+            "level": alert.level,
+            "expires_ms": epoch_ms(alert.expires),
+            "silent": alert.status == "test" and not self.config.security.allow_test_sound,
+        }
+        level = self._level_of(alert)
+        record["level"] = level
+        if not self.store.remember_alert(alert.id, record):
+            log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
+            return
+        if not synced:
+            self._unsynced_alerts.add(alert.id)
+        log.info(
+            "alert %s accepted: %s %s %s from %s (key %s)",
+            alert.id,
+            alert.msg_type,
+            level,
+            alert.event,
+            alert.sender,
+            envelope.key,
+        )
+        self._receipt(alert.id, "received", {})
+        self._apply_references(alert)
+        if alert.msg_type != "alert" and speech is None:
+            self.store.set_alert_state(alert.id, "played")
+            return
+        self.queue.submit(self._broadcast(alert.id, alert, level, record, speech))
+
+    def _level_of(self, alert: Alert) -> str:
+        """An update or cancel plays at the level of the alert it replaces (PROTOCOL.md §6.1)."""
+        if alert.msg_type == "alert":
+            return alert.level
+        known = [self.store.alert_record(ref) for ref in alert.references]
+        levels = [str(r["level"]) for r in known if r is not None]
+        return min(levels, key=LEVEL_RANK.__getitem__, default=alert.level)
+
+    def _apply_references(self, alert: Alert) -> None:
+        if alert.msg_type == "alert":
+            return
+        status = "cancelled" if alert.msg_type == "cancel" else "superseded"
+        for ref in alert.references:
+            record = self.store.alert_record(ref)
+            if record is None or record.get("state") not in UNFINISHED:
+                continue
+            if self.queue.cancel(ref):
+                self._replaced.add(ref)
+            self.store.set_alert_state(ref, status)
+            self._receipt(ref, status, {"by": alert.id})
+
+    def _broadcast(
+        self,
+        broadcast_id: str,
+        alert: Alert,
+        level: str,
+        record: dict[str, Any],
+        speech: Callable[[], bytes] | None,
+    ) -> Broadcast:
+        audio = self.config.audio
+        tone = alert.tone or audio.default_tone[level]  # type: ignore[index]
+        repeat = alert.repeat or audio.default_repeat[level]  # type: ignore[index]
+        if alert.msg_type == "cancel":
+            repeat = alert.repeat or 1
+        return Broadcast(
+            id=broadcast_id,
+            level=level,
+            central=True,
+            tone=tone,
+            speech=speech,
+            repeat=repeat,
+            expires_ms=int(record["expires_ms"]),
+            silent=bool(record["silent"]),
+        )
+
+    def _speech(self, alert: Alert) -> Callable[[], bytes] | None:
+        """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
+
+        Clips and inline audio are decoded now, so that a bad one is `rejected` before
+        anything plays; text is rendered later, in parallel with the pre-tone.
+        """
+        if alert.audio is not None:
+            pcm = decode_wav(alert.audio.data, self.rate)
+            return lambda: pcm
+        if alert.clip is not None:
+            pcm = load_clip(self.config.audio.clips_dir, alert.clip, self.rate)
+            return lambda: pcm
+        return self._tts(alert.text) if alert.text.strip() else None
+
+    def _tts(self, text: str) -> Callable[[], bytes]:
+        if self.config.audio.tts == "none":
+
+            def unavailable() -> bytes:
+                raise TtsUnavailable('audio.tts = "none": the station cannot speak text')
+
+            return unavailable
+        return lambda: self.tts.render(text)
+
+    # -- local alarms ------------------------------------------------------------------------
+
+    def local_broadcast(self, event: RuleEvent, n: int) -> None:
+        """A rule's alarm plays its broadcast (PROTOCOL.md §9), network or not."""
+        spec = event.broadcast
+        if spec is None:
+            return
+        level = getattr(spec, "level", None) or event.level
+        broadcast_id = f"local:{event.rule}:{n}"
+        record = {
+            "kind": "local",
+            "level": level,
+            "rule": event.rule,
+            "text": getattr(spec, "text", None),
+            "clip": getattr(spec, "clip", None),
+            "repeat": getattr(spec, "repeat", None),
+            "expires_ms": self.clock.now_ms() + LOCAL_BROADCAST_TTL_MS,
+            "silent": False,
+        }
+        if not self.store.remember_alert(broadcast_id, record):
+            return
+        self._receipt(broadcast_id, "received", {})
+        self._submit_local(broadcast_id, record)
+
+    def _submit_local(self, broadcast_id: str, record: dict[str, Any]) -> None:
+        level = str(record["level"])
+        try:
+            if record.get("clip"):
+                pcm = load_clip(self.config.audio.clips_dir, str(record["clip"]), self.rate)
+                speech: Callable[[], bytes] | None = lambda: pcm  # noqa: E731
+            else:
+                speech = self._tts(str(record["text"]))
+        except (UnknownClip, BadAudio) as exc:
+            reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
+            self.store.set_alert_state(broadcast_id, "failed")
+            self._receipt(broadcast_id, "failed", {"reason": reason})
+            return
+        self.queue.submit(
+            Broadcast(
+                id=broadcast_id,
+                level=level,
+                central=False,
+                tone=self.config.audio.default_tone[level],  # type: ignore[index]
+                speech=speech,
+                repeat=int(record.get("repeat") or self.config.audio.default_repeat[level]),  # type: ignore[index]
+                expires_ms=int(record["expires_ms"]),
+            )
+        )
+
+    # -- restart -----------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """After a crash or power cut, unfinished unexpired broadcasts play again from the start."""
+        for record in self.store.unfinished_alerts():
+            broadcast_id = str(record["id"])
+            if int(record["expires_ms"]) <= self.clock.now_ms() and self.clock.synced():
+                self.store.set_alert_state(broadcast_id, "expired")
+                self._receipt(broadcast_id, "expired", {})
+                continue
+            log.info("resuming broadcast %s after a restart", broadcast_id)
+            if record.get("kind") == "local":
+                self._submit_local(broadcast_id, record)
+                continue
+            try:
+                alert = Alert.model_validate(record["alert"])
+                speech = self._speech(alert)
+            except Exception as exc:  # the stored alert was valid when accepted
+                log.error("cannot resume %s: %s", broadcast_id, exc)
+                self.store.set_alert_state(broadcast_id, "failed")
+                self._receipt(broadcast_id, "failed", {"reason": "bad_payload"})
+                continue
+            self.queue.submit(
+                self._broadcast(broadcast_id, alert, str(record["level"]), record, speech)
+            )
+
+    # -- progress from the broadcast queue ---------------------------------------------------
+
+    def on_broadcast_status(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
+        """A receipt for every step (PROTOCOL.md §7); speaker tests answer their command."""
+        if broadcast_id.startswith(SPEAKER_TEST_PREFIX):
+            self._speaker_test_done(broadcast_id, status, extra)
+            return
+        if broadcast_id in self._replaced and status == "cancelled":
+            self._replaced.discard(broadcast_id)
+            return
+        self.store.set_alert_state(broadcast_id, status)
+        self._receipt(broadcast_id, status, dict(extra))
+        if status in ("playing", "played", "failed", "interrupted", "cancelled"):
+            self.uplink.state_changed()
+
+    def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
+        if alert_id in self._unsynced_alerts:
+            fields["clock_unsynced"] = True
+        self.store.add_receipt(alert_id, status, fields)
+        log.info("receipt %s %s %s", alert_id, status, fields or "")
+        self.uplink.wake()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _command(self, envelope: Envelope, topic: str, raw: bytes) -> None:
+        try:
+            command = parse_command(envelope.payload)
+        except PayloadError as exc:
+            if exc.alert_id is None:
+                self._reject_downlink(exc.reason, topic, envelope.key, raw, str(exc))
+            else:
+                self._respond(exc.alert_id, error=exc.reason)
+            return
+        verdict = check_time(
+            command,
+            self.clock.now_ms(),
+            self.clock.synced(),
+            self.config.security.max_clock_skew_s,
+        )
+        if verdict != "ok":
+            self._respond(command.id, error=verdict)
+            return
+        if not self.store.remember_alert(f"cmd:{command.id}", {"kind": "command", "expires_ms": 0}):
+            log.info("command %s was answered before: ignored", command.id)
+            return
+        self.store.set_alert_state(f"cmd:{command.id}", "done")
+        log.info("command %s: %s %s (key %s)", command.id, command.cmd, command.args, envelope.key)
+        self._run_command(command)
+
+    def _run_command(self, command: Command) -> None:
+        if command.cmd == "status":
+            result = {
+                **self.state(),
+                "online": True,
+                "last_readings": self.last_readings()[-20:],
+                "queue": self.queue.snapshot(),
+            }
+            self._respond(command.id, result=result)
+        elif command.cmd == "cancel_all":
+            cancelled = self.queue.cancel_all()
+            self._respond(command.id, result={"cancelled": cancelled})
+        elif command.cmd == "resend":
+            span = self.uplink.resend(int(command.args["from_seq"]), int(command.args["to_seq"]))
+            result = {"from_seq": span[0], "to_seq": span[1]} if span else {"from_seq": None}
+            self._respond(command.id, result=result)
+        elif command.cmd == "speaker_test":
+            broadcast_id = f"{SPEAKER_TEST_PREFIX}{command.id}"
+            self._speaker_tests[broadcast_id] = command.id
+            self.queue.submit(
+                Broadcast(
+                    id=broadcast_id,
+                    level="blue",
+                    central=True,
+                    tone="chime",
+                    speech=None,
+                    repeat=1,
+                    volume=float(command.args["volume"]),
+                )
+            )
+
+    def _speaker_test_done(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
+        command_id = self._speaker_tests.get(broadcast_id)
+        if command_id is None or status in ("queued", "playing", "interrupted"):
+            return
+        del self._speaker_tests[broadcast_id]
+        if status == "played":
+            self._respond(command_id, result={"played": True, **extra})
+        else:
+            self._respond(command_id, error=str(extra.get("reason", status)))
+
+    def _respond(
+        self, command_id: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        response: dict[str, Any] = {"id": command_id, "ok": error is None}
+        if error is None:
+            response["result"] = result or {}
+        else:
+            response["error"] = error
+        self.uplink.publish_response(response)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> None:
+        """Publish folded `downlink_rejected` events whose minute has ended."""
+        for event in self.rejections.due(now_ms):
+            self._event(event)
+
+
+LEVEL_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}

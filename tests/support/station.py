@@ -1,0 +1,231 @@
+"""A whole station for end-to-end tests: a config, a key pair, and `cunxiang run` in a subprocess.
+
+The tests that matter most look at the station from outside, as the centre
+does: through a private Mosquitto (tests/support/mosquitto.py), through the
+samples its loudspeakers got (tests/support/alsa_capture.py), and through its
+exit code and its database. `StationProcess` runs the real command line, so a
+test can SIGTERM it, SIGKILL it and start it again on the same database.
+GPIO pins come from gpiozero's mock factory (GPIOZERO_PIN_FACTORY=mock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.alert_model import Alert, alert_to_json
+from gateway.cap import build_cap
+from gateway.envelope import seal
+from gateway.keys import public_key_b64
+
+ROOT = Path(__file__).resolve().parents[2]
+STATION_ID = "t-371581001201-01"
+AREA = "371581001201"
+PREFIX = "cx/v1"
+KEY_NAME = "centre-test"
+
+
+@dataclass
+class Centre:
+    """The county centre's signing key and how it builds and seals alerts and commands."""
+
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    name: str = KEY_NAME
+    counter: int = 0
+
+    @property
+    def public_b64(self) -> str:
+        return public_key_b64(self.key)
+
+    def alert(self, **fields: Any) -> Alert:
+        """A JSON alert for the station's town, sent now, expiring in an hour; override any field."""
+        self.counter += 1
+        now = datetime.now(UTC)
+        base: dict[str, Any] = {
+            "id": f"371581-test-{os.getpid()}-{self.counter}-{time.monotonic_ns()}",
+            "sender": "临清市应急管理局",
+            "sent": now,
+            "expires": now + timedelta(hours=1),
+            "msg_type": "alert",
+            "status": "actual",
+            "references": [],
+            "level": "orange",
+            "event": "flood",
+            "areas": [AREA[:9]],
+            "text": "",
+            "tone": "none",
+            "repeat": 1,
+        }
+        base.update(fields)
+        return Alert.model_validate(base, strict=False)
+
+    def seal_alert(self, alert: Alert, *, cap: bool = False) -> bytes:
+        payload = build_cap(alert) if cap else alert_to_json(alert)
+        return seal(payload, "cap" if cap else "alert", self.name, self.key)
+
+    def seal_command(self, cmd: str, args: dict[str, Any] | None = None, **fields: Any) -> bytes:
+        self.counter += 1
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "id": f"cmd-{os.getpid()}-{self.counter}-{time.monotonic_ns()}",
+            "sent": now.isoformat(),
+            "expires": (now + timedelta(minutes=5)).isoformat(),
+            "cmd": cmd,
+            "args": args or {},
+        }
+        body.update(fields)
+        return seal(json.dumps(body).encode(), "command", self.name, self.key)
+
+
+def topic(*parts: str) -> str:
+    return "/".join((PREFIX, *parts))
+
+
+def station_topic(kind: str) -> str:
+    return topic("station", STATION_ID, kind)
+
+
+def write_config(
+    folder: Path,
+    broker_port: int,
+    centre: Centre | None = None,
+    *,
+    body: str = "",
+    clock: str = "synced",
+    audio: str = "",
+    storage: str = "",
+    mqtt: str = "",
+    security: str = "",
+) -> Path:
+    """A station config in `folder`; `body` adds [[sensors]] and [[rules]] tables."""
+    keys = f'trusted_keys = {{ "{centre.name}" = "{centre.public_b64}" }}' if centre else ""
+    (folder / "clips").mkdir(exist_ok=True)
+    text = f"""
+[station]
+id = "{STATION_ID}"
+area = "{AREA}"
+clock = "{clock}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+keepalive_s = 5
+heartbeat_s = 5
+reconnect_min_s = 0.2
+reconnect_max_s = 1.0
+{mqtt}
+
+[storage]
+path = "station.db"
+commit_interval_s = 0.2
+{storage}
+
+[security]
+{keys}
+{security}
+
+[audio]
+clips_dir = "clips"
+amp_warmup_s = 0
+amp_release_s = 0.5
+repeat_gap_s = 0.2
+{audio}
+{body}
+"""
+    path = folder / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class StationProcess:
+    """`python -m gateway run -c CONFIG` in a subprocess, with its output kept in a log file."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**(env or os.environ), "GPIOZERO_PIN_FACTORY": "mock", "PYTHONUNBUFFERED": "1"}
+        self.env.pop("NOTIFY_SOCKET", None) if env is None else None
+        self.log_path = config.parent / "station.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> StationProcess:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start {self.starts} ---\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "run",
+                "-c",
+                str(self.config),
+                "--log-level",
+                "debug",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 8.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: text in self.log(), timeout, f"{text!r} in the station log")
+
+    def close(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until it returns something truthy; fail the test naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def payloads(messages: list[Any]) -> list[dict[str, Any]]:
+    """Decode the JSON payloads of captured messages."""
+    return [json.loads(m.payload) for m in messages]
