@@ -86,3 +86,17 @@ def test_status_without_a_database_says_so(tmp_path: Path) -> None:
     config_file = write_config(tmp_path / "gateway.toml", config_data(tmp_path, 1883))
     code, output = status_of(config_file)
     assert code == 2 and "no database yet" in output and "gateway.db" in output
+
+
+def test_status_on_a_foreign_database_says_so_and_leaves_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    config_file = write_config(tmp_path / "gateway.toml", config_data(tmp_path, 1883))
+    other = sqlite3.connect(tmp_path / "gateway.db")
+    other.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
+    other.commit()
+    other.close()
+    before = (tmp_path / "gateway.db").read_bytes()
+    code, output = status_of(config_file)
+    assert code == 2 and "another program" in output
+    assert (tmp_path / "gateway.db").read_bytes() == before
