@@ -149,10 +149,10 @@ def explain(error: str, tls: bool) -> str:
         )
     if "no connack" in text:
         return " — the broker accepted the TCP connection but never answered"
-    if "refused" in text and "connection" in text:
-        return " — nothing listens there: the broker is down, or mqtt.host/mqtt.port is wrong"
     if "not authori" in text or "bad user name or password" in text:
         return " — check mqtt.username and mqtt.password_file"
+    if "connection refused" in text:
+        return " — nothing listens there: the broker is down, or mqtt.host/mqtt.port is wrong"
     return ""
 
 
@@ -467,7 +467,8 @@ class _Link:
     ) -> None:
         if reason_code.is_failure:
             self.refused = str(reason_code)
-            self.abort(f"the broker refused the connection: {reason_code}")
+            self.error = f"the broker refused the connection: {reason_code}"
+            self.abort(self.error)
             return
         store = self.uplink.store
         span = store.unsent_span(0)

@@ -83,3 +83,36 @@ def test_a_refused_client_certificate_is_logged_and_records_keep_buffering(
     asyncio.run(scenario())
     print(caplog.text)
     assert "client certificate" in caplog.text
+
+
+def test_username_and_password_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import subprocess
+
+    passwords = tmp_path / "mosquitto.passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "station-01", "s3cret-pass"], check=True
+    )
+    passwords.chmod(0o600)
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret-pass\n")
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    extra = ["allow_anonymous false", f"password_file {passwords}"]
+    caplog.set_level(logging.DEBUG, logger="gateway.sync")
+
+    async def scenario(password_file: Path) -> bool:
+        mqtt = {"username": "station-01", "password_file": str(password_file)}
+        async with running(make_config(tmp_path, broker.port, mqtt=mqtt)) as station:
+            add_readings(station.store, 100)
+            station.store.flush()
+            try:
+                await station.until(lambda: station.store.backlog()[0] == 0, 2, "the drain")
+            except AssertionError:
+                return False
+            return True
+
+    with Mosquitto(extra_config=extra) as broker:
+        assert asyncio.run(scenario(secret)), "the right password connects and drains"
+        assert not asyncio.run(scenario(wrong)), "a wrong password must not"
+    assert "refused the connection" in caplog.text and "mqtt.password_file" in caplog.text
+    assert "s3cret-pass" not in caplog.text and "not-the-password" not in caplog.text
