@@ -258,6 +258,11 @@ class BroadcastQueue:
         return self._ready.wait(timeout)
 
     @property
+    def alive(self) -> bool:
+        """True while the worker thread runs (for the service's watchdog)."""
+        return self._worker.is_alive() and not self._closed
+
+    @property
     def state(self) -> str:
         """``"fault"`` after a device failure until something plays, else playing/idle."""
         with self._cond:

@@ -14,11 +14,12 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from audio.amp import Amplifier
+from audio.amp import Amplifier, AmplifierError
 from audio.broadcast_queue import BroadcastQueue
 from audio.player import Player
 from drivers.base import Health, Reading
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 #: How often unchanged status is written anyway, so `cunxiang status` can tell a dead service.
 STATUS_REFRESH_MS = 60_000
+#: A playing broadcast that writes no sound for this long is taken as a wedged audio thread.
+AUDIO_MAX_SILENCE_S = 60.0
 
 
 class Station:
@@ -96,9 +99,15 @@ class Station:
         for driver in self.drivers:
             driver.start()
         self._install_signals()
+        uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        beats = {
+            "loop": progress.register("loop", 10.0),
+            "uplink": progress.register("uplink", 30.0),
+            "audio": progress.register("audio", AUDIO_MAX_SILENCE_S),
+        }
         tasks = [
-            asyncio.create_task(self.uplink.run(), name="uplink"),
-            asyncio.create_task(self._tick(progress.register("loop", 10.0)), name="tick"),
+            uplink_task,
+            asyncio.create_task(self._tick(beats, uplink_task), name="tick"),
             asyncio.create_task(
                 run_watchdog(notifier, progress, self.status_line), name="watchdog"
             ),
@@ -152,13 +161,19 @@ class Station:
     def _start_audio(self, progress: ProgressWatchdog) -> None:
         audio = self.config.audio
         self.player = Player(audio.device, volume=audio.volume)
-        self.amp = Amplifier(
-            audio.amp_pin,
-            active_high=audio.amp_active_high,
-            warmup_s=audio.amp_warmup_s,
-            release_s=audio.amp_release_s,
-            pin_factory=self.pin_factory,
-        )
+        try:
+            self.amp = Amplifier(
+                audio.amp_pin,
+                active_high=audio.amp_active_high,
+                warmup_s=audio.amp_warmup_s,
+                release_s=audio.amp_release_s,
+                pin_factory=self.pin_factory,
+            )
+        except AmplifierError as exc:
+            # Broadcast anyway: an amplifier that is always on still carries the sound.
+            log.error("%s; broadcasting without switching the relay", exc)
+            self._record_event("broadcast_fault", {"reason": f"amplifier: {exc}"})
+            self.amp = Amplifier(None, warmup_s=0.0, release_s=0.0)
         self.queue = BroadcastQueue(
             self.player,
             self.amp,
@@ -294,11 +309,27 @@ class Station:
         sensors = f"sensor faults: {', '.join(faults)}" if faults else "sensors ok"
         return f"backlog {backlog:,}, {broker}, audio {self.queue.state}, {sensors}"
 
-    async def _tick(self, beat: Callable[[], None]) -> None:
+    def _beat_workers(
+        self, beats: dict[str, Callable[[], None]], uplink_task: asyncio.Task[None]
+    ) -> None:
+        """Vouch for each worker that is making progress; a silent one stops systemd's pings."""
+        beats["loop"]()
+        if not uplink_task.done():
+            beats["uplink"]()
+        # A broadcast that has written no sound for this long is stuck in the device
+        # (warm-up, repeat gaps and TTS waits are all far shorter).
+        playing = self.queue.state == "playing"
+        written_recently = self.player.audible_until() > time.monotonic() - AUDIO_MAX_SILENCE_S
+        if self.queue.alive and (not playing or written_recently):
+            beats["audio"]()
+
+    async def _tick(
+        self, beats: dict[str, Callable[[], None]], uplink_task: asyncio.Task[None]
+    ) -> None:
         recorded: dict[str, Any] = {}
         recorded_at = 0
         while True:
-            beat()
+            self._beat_workers(beats, uplink_task)
             now = self.clock.now_ms()
             self.intake.tick(now)
             status = {
