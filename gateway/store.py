@@ -38,7 +38,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -565,6 +565,8 @@ class Store:
         """
         if not isinstance(type_, str) or not type_:
             raise ValueError(f"an event needs a type, not {type_!r}")
+        if "type" in fields:
+            raise ValueError("the event type goes in type_, not in fields")
         body = json_members({"type": type_, **fields})
         fault = None
         sensor = fields.get("sensor")
@@ -584,6 +586,8 @@ class Store:
             or not status
         ):
             raise ValueError(f"a receipt needs an alert id and a status: {alert_id!r}, {status!r}")
+        if "alert" in fields or "status" in fields:
+            raise ValueError("the alert id and status are arguments, not fields")
         body = json_members({"alert": alert_id, "status": status, **fields})
         return self._commit(_Record(KIND_RECEIPT, now_ms() if ts is None else ts, body))
 
@@ -1414,9 +1418,3 @@ class OutboxReader:
     def records(self, from_seq: int, to_seq: int, limit: int) -> list[OutboxRecord]:
         """Stored records in the range, sent or not (for a resend)."""
         return _render_records(self._db, self._store._channel_lookup, from_seq, to_seq, limit)
-
-
-def iter_chunks(records: list[OutboxRecord], size: int) -> Iterator[list[OutboxRecord]]:
-    """Split a list of records into lists of at most `size`."""
-    for start in range(0, len(records), size):
-        yield records[start : start + size]
