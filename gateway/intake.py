@@ -15,6 +15,7 @@ restart resumes them (§9) and a replayed id never plays twice (§6.1).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -362,7 +363,8 @@ class Intake:
                 self._submit_local(broadcast_id, record)
                 continue
             try:
-                alert = Alert.model_validate(record["alert"])
+                # The log holds the alert's JSON form (dates as text): parse it as it arrived.
+                alert = parse_alert_json(json.dumps(record["alert"]).encode())
                 speech = self._speech(alert)
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)

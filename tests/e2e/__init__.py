@@ -1,0 +1,1 @@
+"""End-to-end tests of signed alerts through the running station (`cunxiang run`)."""
