@@ -57,7 +57,14 @@ class _StreamFormat:
 
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (PortAudio's JACK probing noise)."""
+    """Send file descriptor 2 to /dev/null for the duration (PortAudio's JACK probing noise).
+
+    fd 2 is the whole process's: a log line another thread writes meanwhile would vanish.
+    The root logger's handlers are held for the duration, so such lines wait instead.
+    """
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.acquire()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -67,6 +74,8 @@ def quiet_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        for handler in reversed(handlers):
+            handler.release()
 
 
 def output_devices(pa: pyaudio.PyAudio) -> list[tuple[int, str]]:
