@@ -13,31 +13,7 @@ from pathlib import Path
 import click
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
-
-DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="The station's config file.",
-)
-
-
-def load_or_exit(path: Path) -> Config:
-    """Load the config, or print every problem and exit 1."""
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        count = len(exc.problems)
-        click.echo(f"{path}: {count} problem{'s' if count != 1 else ''} found:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+from gateway.cli_options import config_option, load_or_exit
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,21 +12,12 @@ from pathlib import Path
 
 import click
 
+from gateway.cli_options import config_option, load_or_exit
 from gateway.status import StatusError, read_status, render, state_json
-
-DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
 
 
 @click.command("status")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="The station's config file.",
-)
+@config_option
 @click.option(
     "--json",
     "as_json",
@@ -35,8 +26,6 @@ DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
 )
 def status(config_path: Path, as_json: bool) -> None:
     """Backlog, last sync, broker, sensors, recent alerts and receipts (works while running)."""
-    from gateway.cli import load_or_exit  # gateway.cli imports this module
-
     config = load_or_exit(config_path)
     try:
         report = read_status(config.storage.path)

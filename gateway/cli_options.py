@@ -1,0 +1,38 @@
+"""What every `cunxiang` command that reads the station's config shares: the -c option and
+loading the file so that a technician sees every problem and the command exits 1.
+
+Its own module so that the command modules (cli, cli_status, ...) need not import each other.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The station's config file.",
+)
+
+
+def load_or_exit(path: Path) -> Config:
+    """Load the config, or print every problem and exit 1."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        click.echo(f"{path}: {count} problem{'s' if count != 1 else ''} found:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
