@@ -35,7 +35,7 @@ def test_killed_mid_broadcast_replays_the_unexpired_alert_from_the_start(
     now = datetime.now(UTC)
     playing = rig.alert(clip="long", level="orange", repeat=1)
     rig.send(playing)
-    waiting = rig.alert(clip="short", level="orange", repeat=1, expires=now + timedelta(seconds=3))
+    waiting = rig.alert(clip="short", level="orange", repeat=1, expires=now + timedelta(seconds=2))
     rig.send(waiting)
     rig.wait_status(waiting.id, "queued")
     rig.wait_status(playing.id, "playing")

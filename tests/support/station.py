@@ -10,11 +10,13 @@ GPIO pins come from gpiozero's mock factory (GPIOZERO_PIN_FACTORY=mock).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.alert_model import Alert, alert_to_json
 from gateway.cap import build_cap
+from gateway.config import Config
 from gateway.envelope import seal
 from gateway.keys import public_key_b64
 
@@ -213,6 +216,56 @@ class StationProcess:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(5)
+
+
+class StationThread:
+    """`gateway.service.Station` on its own event loop in a thread of the test process.
+
+    For tests and benchmarks that need to reach inside the running service: a
+    gpiozero `MockFactory` for the amplifier pin, or the player's `on_first_write`
+    hook (`station.player`). Set `ALSA_CONFIG_PATH` (alsa_capture) before `start()`.
+    Signal handlers are not installed off the main thread; `stop()` shuts down cleanly.
+    """
+
+    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+        from gateway.service import Station
+
+        self.station = Station(config, pin_factory=pin_factory)
+        self.exit_code: int | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="station", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.exit_code = asyncio.run(self.station.run())
+        except BaseException as exc:  # reported by start()/stop()
+            self.error = exc
+
+    def start(self, timeout: float = 15.0) -> Any:
+        """Run the station; return it once it is connected to the broker and its audio is ready."""
+        self._thread.start()
+
+        def ready() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"the station failed to start: {self.error!r}")
+            station = self.station
+            return (
+                hasattr(station, "intake")
+                and station.uplink.connected
+                and station.queue.wait_ready(0)
+            )
+
+        wait_until(ready, timeout, "the in-process station to connect")
+        return self.station
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask for a clean shutdown and wait for it."""
+        self.station.stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the station did not stop within {timeout} s")
+        if self.error is not None:
+            raise AssertionError(f"the station failed: {self.error!r}")
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
