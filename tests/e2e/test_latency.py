@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,16 @@ from gpiozero.pins.mock import MockFactory
 from gateway.config import load_config
 from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, TOWN_TOPIC, sine_pcm, write_clip
 from tests.support.alsa_capture import alsa_capture
-from tests.support.mosquitto import Mosquitto, Subscriber
+from tests.support.mosquitto import Message, Mosquitto, Subscriber
 from tests.support.station import Centre, StationThread, wait_until, write_config
 
 ALERTS = 25
 TARGET_P50_MS = 15.0
+
+
+def played_receipt(alert_id: str) -> Callable[[Message], bool]:
+    played = f'"alert":"{alert_id}","status":"played"'.encode()
+    return lambda message: played in message.payload
 
 
 @pytest.mark.xfail(
@@ -71,8 +77,7 @@ def test_alert_publish_to_first_write_p50_within_15_ms(tmp_path: Path) -> None:
                 publisher.client.publish(TOWN_TOPIC, raw, qos=1)
                 assert wrote.wait(5)
                 latencies.append((written_at[0] - published_at) * 1000)
-                played = f'"alert":"{alert.id}","status":"played"'.encode()
-                receipts.wait_for(lambda m, p=played: p in m.payload, timeout=5)
+                receipts.wait_for(played_receipt(alert.id), timeout=5)
                 wait_until(lambda: station.queue.state == "idle", 5, "the station to go idle")
         finally:
             publisher.close()
