@@ -164,6 +164,10 @@ class Intake:
             else:
                 log.debug("alert %s is for %s, not this station", alert.id, alert.areas)
             return
+        if self.store.alert_record(alert.id) is not None:
+            # Before the time checks: a replay gets no new receipt, not even `expired` (§6.1).
+            log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
+            return
         synced = self.clock.synced()
         verdict = check_time(
             alert, self.clock.now_ms(), synced, self.config.security.max_clock_skew_s
@@ -196,6 +200,7 @@ class Intake:
         synced: bool,
         speech: Callable[[], bytes] | None,
     ) -> None:
+        level = self._level_of(alert)
         record = {
             "kind": "central",
             "format": envelope.type,
@@ -204,12 +209,10 @@ class Intake:
             if envelope.type == "cap"
             else None,
             "alert": alert.model_dump(mode="json"),
-            "level": alert.level,
+            "level": level,
             "expires_ms": epoch_ms(alert.expires),
             "silent": alert.status == "test" and not self.config.security.allow_test_sound,
         }
-        level = self._level_of(alert)
-        record["level"] = level
         if not self.store.remember_alert(alert.id, record):
             log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
             return
@@ -379,7 +382,7 @@ class Intake:
 
     def on_broadcast_status(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
         """A receipt for every step (PROTOCOL.md §7); speaker tests answer their command."""
-        if broadcast_id.startswith(SPEAKER_TEST_PREFIX):
+        if broadcast_id in self._speaker_tests:  # not by prefix: an alert id may look alike
             self._speaker_test_done(broadcast_id, status, extra)
             return
         if broadcast_id in self._replaced and status == "cancelled":
@@ -408,6 +411,11 @@ class Intake:
             else:
                 self._respond(exc.alert_id, error=exc.reason)
             return
+        # Remembered before the time checks: a replay is never answered, even once expired (§8).
+        if not self.store.remember_alert(f"cmd:{command.id}", {"kind": "command", "expires_ms": 0}):
+            log.info("command %s was answered before: ignored", command.id)
+            return
+        self.store.set_alert_state(f"cmd:{command.id}", "done")
         verdict = check_time(
             command,
             self.clock.now_ms(),
@@ -415,12 +423,9 @@ class Intake:
             self.config.security.max_clock_skew_s,
         )
         if verdict != "ok":
+            log.warning("command %s refused: %s", command.id, verdict)
             self._respond(command.id, error=verdict)
             return
-        if not self.store.remember_alert(f"cmd:{command.id}", {"kind": "command", "expires_ms": 0}):
-            log.info("command %s was answered before: ignored", command.id)
-            return
-        self.store.set_alert_state(f"cmd:{command.id}", "done")
         log.info("command %s: %s %s (key %s)", command.id, command.cmd, command.args, envelope.key)
         self._run_command(command)
 
@@ -456,10 +461,9 @@ class Intake:
             )
 
     def _speaker_test_done(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
-        command_id = self._speaker_tests.get(broadcast_id)
-        if command_id is None or status in ("queued", "playing", "interrupted"):
+        if status in ("queued", "playing", "interrupted"):
             return
-        del self._speaker_tests[broadcast_id]
+        command_id = self._speaker_tests.pop(broadcast_id)
         if status == "played":
             self._respond(command_id, result={"played": True, **extra})
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -121,6 +122,16 @@ def test_cap_alert_plays_the_station_defaults_for_its_level(rig: Rig) -> None:
 def test_an_exercise_plays_like_an_actual_alert(rig: Rig) -> None:
     mark = rig.mark()
     alert = rig.alert(status="exercise", repeat=1)
+    rig.send(alert)
+    assert_played_in_order(rig, alert.id, mark)
+    rig.settle()
+    assert len(occurrences(rig.audio_since(mark), sine_pcm(1000, 0.15))) == 1
+
+
+def test_an_alert_id_that_looks_like_a_speaker_test_still_gets_its_receipts(rig: Rig) -> None:
+    """Ids are any printable text (§6.1): one the station uses internally must not swallow receipts."""
+    mark = rig.mark()
+    alert = rig.alert(id=f"speaker-test:{time.time_ns()}", repeat=1)
     rig.send(alert)
     assert_played_in_order(rig, alert.id, mark)
     rig.settle()

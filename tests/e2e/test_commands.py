@@ -157,6 +157,21 @@ def test_replayed_command_is_not_answered_again(rig: Rig) -> None:
     assert len(rig.responses(command_id)) == 1
 
 
+def test_replayed_command_is_not_answered_even_once_expired(rig: Rig) -> None:
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=1)
+    raw = rig.centre.seal_command("status", expires=expires.isoformat())
+    command_id = _command_id(raw)
+    rig.publish(CMD_TOPIC, raw)
+    wait_until(lambda: rig.responses(command_id), 10, "the first answer")
+    while datetime.now(UTC) <= expires:
+        time.sleep(0.05)
+    rig.publish(CMD_TOPIC, raw)
+    rig.barrier()
+    time.sleep(0.2)
+    assert [r["ok"] for r in rig.responses(command_id)] == [True]
+
+
 def test_command_with_bad_arguments_is_answered_bad_payload(rig: Rig) -> None:
     fields: dict[str, Any] = {"args": {"from_seq": 5, "to_seq": 1}}
     response = rig.command("resend", **fields)

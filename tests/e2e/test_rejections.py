@@ -203,6 +203,21 @@ def test_replayed_id_gets_no_receipt_and_no_second_play(rig: Rig) -> None:
     assert len(occurrences(rig.audio_since(mark), sine_pcm(1000, 0.15))) == 1
 
 
+def test_replay_after_expiry_gets_no_receipt(rig: Rig) -> None:
+    """A repeat delivery gets no new receipt (§6.1) — not even `expired` once it has expired."""
+    now = datetime.now(UTC)
+    mark = rig.mark()
+    alert = rig.alert(repeat=1, expires=now + timedelta(seconds=1.5))
+    raw = rig.send(alert)
+    rig.wait_status(alert.id, "played")
+    while datetime.now(UTC) <= alert.expires:
+        time.sleep(0.05)
+    replay_mark = rig.mark()
+    rig.publish(TOWN_TOPIC, raw)
+    assert_silent_and_no_receipts(rig, replay_mark)
+    assert rig.statuses(alert.id, mark) == ["received", "queued", "playing", "played"]
+
+
 @pytest.mark.parametrize(
     ("clip", "reason"),
     [("../../etc/passwd", "unknown_clip"), ("nosuchclip", "unknown_clip")],
