@@ -275,9 +275,17 @@ class Intake:
             tone=tone,
             speech=speech,
             repeat=repeat,
-            expires_ms=int(record["expires_ms"]),
+            expires_ms=self._queue_expiry(int(record["expires_ms"])),
             silent=bool(record["silent"]),
         )
+
+    def _queue_expiry(self, expires_ms: int) -> int | None:
+        """When the queue may drop a broadcast: never while the clock is unsynced (§6.1).
+
+        The queue compares with the wall clock, which is not to be trusted then; and
+        when NTP later corrects it, a broadcast queued meanwhile must not vanish.
+        """
+        return expires_ms if self.clock.synced() else None
 
     def _speech(self, alert: Alert) -> Callable[[], bytes] | None:
         """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
@@ -347,7 +355,7 @@ class Intake:
                 tone=self.config.audio.default_tone[level],  # type: ignore[index]
                 speech=speech,
                 repeat=int(record.get("repeat") or self.config.audio.default_repeat[level]),  # type: ignore[index]
-                expires_ms=int(record["expires_ms"]),
+                expires_ms=self._queue_expiry(int(record["expires_ms"])),
             )
         )
 
