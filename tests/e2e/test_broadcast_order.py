@@ -1,10 +1,11 @@
 """Preemption, cancellation and updates through the running station (PROTOCOL.md §6.1, §7, §9).
 
 The clips are distinct tones, so the capture shows which message was heard
-when: a long quiet `blue` clip, a short loud `red` one, a `withdrawn` clip for
-what a cancel says and an `update` clip. How long the blue clip kept sounding
-after the red alert arrived is read from the capture (the player paces by the
-clock, so samples are time) against the station's own receipt timestamps.
+when: a long quiet `blue` clip, a short loud `red` one and an `update` clip;
+what a cancel says is espeak-ng speech, read back from the station's TTS cache.
+How long the blue clip kept sounding after the red alert (or the cancel) arrived
+is read from the capture (the player paces by the clock, so samples are time)
+against the station's own receipt timestamps.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from audio.clips import decode_wav
+from audio.tts import Tts
 from tests.e2e.conftest import RATE, RECEIPT_TOPIC, Rig, occurrences, running_station, sine_pcm
 
 BLUE = sine_pcm(440, 2.0, amplitude=0.2)
 RED = sine_pcm(1500, 0.3, amplitude=0.6)
-WITHDRAWN = sine_pcm(600, 0.3, amplitude=0.5)
 UPDATE = sine_pcm(900, 0.3, amplitude=0.5)
 #: Sound that may still come after a preempting alert arrives (PROTOCOL.md §9).
 PREEMPT_LIMIT_S = 0.2
@@ -27,19 +29,20 @@ CHUNK = 2 * round(0.02 * RATE)  # the player's 20 ms chunk, in bytes
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    clips = {"blue": BLUE, "red": RED, "withdrawn": WITHDRAWN, "update": UPDATE}
+    clips = {"blue": BLUE, "red": RED, "update": UPDATE}
     with running_station(tmp_path_factory.mktemp("order"), clips=clips) as station:
         yield station
 
 
 def heard_after(
-    rig: Rig, audio: bytes, first: bytes, second: bytes, arrival_ms: int, started_ms: int
+    audio: bytes, first: bytes, second: bytes, arrival_ms: int, started_ms: int
 ) -> float:
     """Seconds of `first` heard after `second`'s message arrived at the station.
 
     `first` began sounding at its `playing` receipt (`started_ms`; the receipt is
     written just before the first chunk, so this errs towards a larger result) and
-    its samples run back to back in real time until `second` starts.
+    its samples ran in real time until it was stopped; the capture holds only what
+    was written, so whatever comes before `second` is how long `first` sounded.
     """
     start = audio.find(first[:CHUNK])
     end = occurrences(audio, second)[0]
@@ -74,35 +77,42 @@ def test_red_preempts_blue_within_200_ms_and_blue_plays_again(rig: Rig) -> None:
     assert len(replays) == 1 and replays[0] > occurrences(audio, RED)[0]
     assert audio.find(BLUE[:CHUNK]) < occurrences(audio, RED)[0]
     red_received = rig.receipts(red.id)[0]["ts"]
-    overrun = heard_after(rig, audio, BLUE, RED, red_received, blue_playing["ts"])
+    overrun = heard_after(audio, BLUE, RED, red_received, blue_playing["ts"])
     assert overrun <= PREEMPT_LIMIT_S, f"blue sounded {overrun:.3f} s after red arrived"
 
 
 def test_cancel_mid_play_stops_the_sound_and_says_the_cancel(rig: Rig) -> None:
     mark = rig.mark()
-    blue = rig.alert(clip="blue", level="orange", repeat=1)
-    rig.send(blue)
-    blue_playing = rig.wait_status(blue.id, "playing")
+    original = rig.alert(clip="blue", level="orange", repeat=1)
+    rig.send(original)
+    original_playing = rig.wait_status(original.id, "playing")
     time.sleep(0.5)
+    text = "警报解除"
     cancel = rig.alert(
-        msg_type="cancel", references=[blue.id], clip="withdrawn", level="blue", repeat=1
+        msg_type="cancel", references=[original.id], clip=None, text=text, level="blue", repeat=1
     )
     rig.send(cancel)
+    rig.wait_status(cancel.id, "playing")
+    # Said at the level of the alert it withdraws (§6.1), not at its own.
+    assert [(q["id"], q["level"]) for q in rig.barrier()["queue"]] == [(cancel.id, "orange")]
     rig.wait_status(cancel.id, "played")
     rig.settle()
 
-    assert rig.statuses(blue.id, mark) == ["received", "queued", "playing", "cancelled"]
-    assert rig.receipts(blue.id)[-1]["by"] == cancel.id
+    assert rig.statuses(original.id, mark) == ["received", "queued", "playing", "cancelled"]
+    assert rig.receipts(original.id)[-1]["by"] == cancel.id
     assert rig.statuses(cancel.id, mark) == ["received", "queued", "playing", "played"]
 
     audio = rig.audio_since(mark)
+    speech = decode_wav(
+        Tts(rig.folder / "tts-cache", rate=RATE).cache_path(text).read_bytes(), RATE
+    )
     assert occurrences(audio, BLUE) == []  # never heard to the end, never again
-    assert len(occurrences(audio, WITHDRAWN)) == 1
+    assert len(occurrences(audio, speech)) == 1  # the cancel's own text, once
     arrival = rig.receipts(cancel.id)[0]["ts"]
-    overrun = heard_after(rig, audio, BLUE, WITHDRAWN, arrival, blue_playing["ts"])
+    overrun = heard_after(audio, BLUE, speech, arrival, original_playing["ts"])
     assert overrun <= PREEMPT_LIMIT_S, f"the cancelled alert sounded {overrun:.3f} s on"
     time.sleep(0.5)
-    assert rig.statuses(blue.id, mark)[-1] == "cancelled"
+    assert rig.statuses(original.id, mark)[-1] == "cancelled"
 
 
 def test_update_supersedes_the_alert_it_references(rig: Rig) -> None:

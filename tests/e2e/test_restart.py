@@ -4,7 +4,7 @@
 it had not committed — and started again on the same database. The loudspeaker
 capture of the second run must hold the whole alert, from its first sample; an
 alert that expired while the station was down is reported `expired` and not
-played.
+played; and the first alert, delivered again, is still known: no receipt, no sound.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RATE, Rig, occurrences, running_station, sine_pcm
+from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
 from tests.support.alsa_capture import write_alsa_config
 
 LONG = sine_pcm(500, 2.0, amplitude=0.3)
@@ -34,7 +34,7 @@ def test_killed_mid_broadcast_replays_the_unexpired_alert_from_the_start(
 ) -> None:
     now = datetime.now(UTC)
     playing = rig.alert(clip="long", level="orange", repeat=1)
-    rig.send(playing)
+    raw = rig.send(playing)
     waiting = rig.alert(clip="short", level="orange", repeat=1, expires=now + timedelta(seconds=2))
     rig.send(waiting)
     rig.wait_status(waiting.id, "queued")
@@ -61,3 +61,11 @@ def test_killed_mid_broadcast_replays_the_unexpired_alert_from_the_start(
     assert len(occurrences(second_run, LONG)) == 1  # the whole alert, from its first sample
     assert second_run.find(LONG[: 2 * RATE // 50]) == occurrences(second_run, LONG)[0]
     assert occurrences(second_run, SHORT) == []
+
+    # The alert log survives the crash: the same message again is a replay.
+    replay = rig.mark()
+    rig.publish(TOWN_TOPIC, raw)
+    rig.barrier()
+    rig.settle()
+    assert rig.receipts(playing.id, replay) == []
+    assert rig.silent_since(replay)
