@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpiozero.pins.mock import MockFactory
 
+from audio.tones import render_tone
 from gateway.config import Config, load_config
 from tests.support.alsa_capture import alsa_capture
 from tests.support.mosquitto import Mosquitto, Subscriber
@@ -81,10 +83,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def write_clip(clips: Path) -> None:
     """A 50 ms clip: short, so 200 alerts take seconds; its length does not affect latency."""
-    import wave
-
-    from audio.tones import render_tone
-
     clips.mkdir(parents=True, exist_ok=True)
     with wave.open(str(clips / f"{CLIP}.wav"), "wb") as w:
         w.setnchannels(1)
