@@ -177,9 +177,7 @@ class Rig:
     # -- what the centre sees ------------------------------------------------------------
 
     def mark(self) -> Mark:
-        with self.sub._cond:
-            count = len(self.sub.messages)
-        return Mark(count, len(self.capture.raw()))
+        return Mark(len(self.sub.messages), len(self.capture.raw()))
 
     def on(self, topic_: str, since: Mark | None = None) -> list[dict[str, Any]]:
         """New payloads on `topic_` after `since`, as the centre sees them: de-duplicated on seq.
@@ -187,8 +185,7 @@ class Rig:
         The station may publish a record again (a `resend`, or records sent just before a
         crash whose acknowledgement was not yet saved); the centre keeps the first copy.
         """
-        with self.sub._cond:
-            messages = list(self.sub.messages)
+        messages = self.sub.messages[:]  # a snapshot; paho's thread appends meanwhile
         first = since.messages if since else 0
         seen: set[int] = set()
         out = []
