@@ -431,7 +431,9 @@ class Store:
 
     def _connect_reader(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        db.execute("PRAGMA cache_size=-8000")
+        # SQLite's default page cache (2 MB). The drain reads each page once, in order, from the
+        # OS's cache: 8 MB here added 7.5 MB to the service's peak RSS and nothing to its speed.
+        db.execute("PRAGMA cache_size=-2000")
         db.execute("PRAGMA query_only=1")
         return db
 
