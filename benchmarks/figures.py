@@ -1,0 +1,168 @@
+"""The targets table of DESIGN.md § Targets, as data: what each figure is, its target, the rival.
+
+Why this module exists: the suite prints and writes every figure against its target and beside
+the ThingsBoard IoT Gateway 3.8.5 column of the design (measured on the same machine by the
+design's authors; this suite does not run ThingsBoard). Keeping the table in one place keeps
+the printed table, the JSON and docs/performance.md saying the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.stats import Spread
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the targets table."""
+
+    key: str
+    label: str  # may name {readings}, {outage_s}, {window_s}
+    target: str
+    unit: str
+    thingsboard: str
+    passes: Callable[[Spread], bool]
+    digits: int = 1  # decimals shown
+
+    def render(self, value: float) -> str:
+        """A value of this figure as printed (thousands separated)."""
+        return f"{value:,.{self.digits}f}"
+
+
+def at_most(limit: float) -> Callable[[Spread], bool]:
+    """Passes when the median is at most `limit`."""
+    return lambda s: s.median <= limit
+
+
+def at_least(limit: float) -> Callable[[Spread], bool]:
+    """Passes when the median is at least `limit`."""
+    return lambda s: s.median >= limit
+
+
+def never() -> Callable[[Spread], bool]:
+    """Passes when no run counted any (lost or duplicated readings)."""
+    return lambda s: s.high == 0
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "alert_p50_ms",
+        "alert publish → first sound chunk to stream.write(), p50",
+        "≤ 15 ms",
+        "ms",
+        "(no broadcast)",
+        at_most(15),
+        2,
+    ),
+    Figure(
+        "alert_p99_ms",
+        "alert publish → first sound chunk to stream.write(), p99",
+        "≤ 50 ms",
+        "ms",
+        "(no broadcast)",
+        at_most(50),
+        2,
+    ),
+    Figure(
+        "gpio_alarm_p99_ms",
+        "smoke GPIO edge → alarm event committed, p99",
+        "≤ 50 ms",
+        "ms",
+        "—",
+        at_most(50),
+        2,
+    ),
+    Figure(
+        "ingest_per_s",
+        "ingest, durable readings/s",
+        "≥ 100,000",
+        "readings/s",
+        "≈ 2,800",
+        at_least(100_000),
+        0,
+    ),
+    Figure(
+        "drain_per_s",
+        "drain of {readings:,} readings, QoS 1, readings/s at the centre",
+        "≥ 300,000",
+        "readings/s",
+        "≈ 33,000 (100,000 records)",
+        at_least(300_000),
+        0,
+    ),
+    Figure("drain_lost", "drain: readings lost", "0", "readings", "0", never(), 0),
+    Figure(
+        "drain_duplicates",
+        "drain: readings duplicated",
+        "0",
+        "readings",
+        "0.9 %",
+        never(),
+        0,
+    ),
+    Figure(
+        "outage_recovery_s",
+        "broker back after a {outage_s:g} s outage → telemetry flowing, median",
+        "≤ 10 s",
+        "s",
+        "37 s",
+        at_most(10),
+        2,
+    ),
+    Figure(
+        "bytes_per_reading_bulk",
+        "bytes written per reading, ingest + drain of {readings:,}",
+        "≤ 120",
+        "B",
+        "≈ 820",
+        at_most(120),
+        1,
+    ),
+    Figure(
+        "bytes_per_reading_service",
+        "bytes written per reading, service, 10 sensors at 1 Hz",
+        "≤ 120",
+        "B",
+        "—",
+        at_most(120),
+        0,
+    ),
+    Figure(
+        "rss_idle_mb",
+        "peak RSS of cunxiang run, idle (10 sensors at 1 Hz)",
+        "≤ 45 MB",
+        "MB",
+        "—",
+        at_most(45),
+        1,
+    ),
+    Figure(
+        "rss_drain_mb",
+        "peak RSS of cunxiang run while draining {readings:,}",
+        "≤ 80 MB",
+        "MB",
+        "135 MB peak (100,000 records)",
+        at_most(80),
+        1,
+    ),
+    Figure(
+        "cpu_us_per_reading",
+        "CPU per reading, ingest + drain",
+        "≤ 20 µs",
+        "µs",
+        "≈ 400 µs",
+        at_most(20),
+        2,
+    ),
+    Figure(
+        "cpu_share_pct",
+        "CPU, 10 sensors at 1 Hz, idle otherwise ({window_s:g} s)",
+        "≤ 1 % of one core",
+        "%",
+        "—",
+        at_most(1.0),
+        2,
+    ),
+)

@@ -1,0 +1,111 @@
+"""The running service with ten sensors: CPU share, flash bytes, idle memory, and broker outages.
+
+Why this module exists: four figures are about `cunxiang run` doing its everyday job — ten
+simulated sensors reporting once a second each, the broker connected, nothing else happening:
+
+* CPU share: the service's CPU time (all threads) over a window of wall time;
+* bytes written per reading in that everyday case: the service's write_bytes over the window,
+  divided by the readings it committed meanwhile (counted in its database);
+* peak RSS idle: VmHWM of the service after start-up and the window (no backlog, no alert);
+* broker back after an outage → backlog flowing again: the broker is stopped (SIGTERM) while
+  the station is connected, stays down for the outage, and is started again on the same port;
+  the figure is the time from the broker answering on its port to the first telemetry message
+  at the centre's subscriber. The station uses the default back-off (``reconnect_min_s = 1``,
+  ``reconnect_max_s = 60``), and before each outage it has been connected for longer than the
+  10 s after which a connection counts as stable (which resets the back-off), as a station
+  that has been running would be.
+
+One process per run: a window (or several) first, then the outages.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from benchmarks.rig import Centre, Service, count_readings, max_seq, simulated_sensors, write_config
+from tests.support.mosquitto import Mosquitto
+
+#: After this long connected, a station's back-off starts from the beginning (gateway.sync).
+STABLE_S = 10.5
+#: Start-up transients (first state, `started` event, first commits) are left out of windows.
+SETTLE_S = 3.0
+
+
+def one_run(
+    folder: Path,
+    *,
+    window_s: float,
+    windows: int,
+    outages: int,
+    outage_s: float,
+    stable_s: float = STABLE_S,
+    settle_s: float = SETTLE_S,
+) -> dict[str, list[float]]:
+    """One service process: `windows` load windows, then `outages` broker outages."""
+    folder.mkdir(parents=True)
+    out: dict[str, list[float]] = {}
+    try:
+        with Mosquitto() as broker:
+            centre = Centre(broker.port)
+            service = Service(write_config(folder, broker.port, body=simulated_sensors(10)))
+            try:
+                service.wait_ready()
+                connected = centre.first_telemetry_after(0.0, 30)
+                if connected is None:
+                    raise TimeoutError(f"no telemetry from the service:\n{service.log()}")
+                time.sleep(settle_s)
+                for _ in range(windows):
+                    _window(service, folder / "station.db", window_s, out)
+                idle = service.sample()
+                out.setdefault("rss_idle_mb", []).append(idle.hwm_kb / 1024)
+                out.setdefault("rss_idle_now_mb", []).append(idle.rss_kb / 1024)
+                for _ in range(outages):
+                    connected = _outage(broker, centre, connected, outage_s, stable_s, out)
+                service.stop()
+            finally:
+                service.kill()
+                centre.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def _window(service: Service, db: Path, seconds: float, out: dict[str, list[float]]) -> None:
+    before, seq0 = service.sample(), max_seq(db)
+    time.sleep(seconds)
+    after, seq1 = service.sample(), max_seq(db)
+    readings = count_readings(db, seq0, seq1)
+    elapsed = after.t - before.t
+    written = after.write_bytes - before.write_bytes
+    out.setdefault("cpu_share_pct", []).append((after.cpu_s - before.cpu_s) / elapsed * 100)
+    out.setdefault("bytes_per_reading_service", []).append(written / max(readings, 1))
+    out.setdefault("service_bytes_per_s", []).append(written / elapsed)
+    out.setdefault("service_readings_per_s", []).append(readings / elapsed)
+
+
+def _outage(
+    broker: Mosquitto,
+    centre: Centre,
+    connected: float,
+    outage_s: float,
+    stable_s: float,
+    out: dict[str, list[float]],
+) -> float:
+    """Stop the broker for `outage_s`, start it again; returns when telemetry flows again."""
+    time.sleep(max(0.0, connected + stable_s - time.monotonic()))
+    # Stop right after a telemetry message has reached the centre: the station publishes once
+    # per commit, so nothing of it is then left inside the broker to be delivered after the
+    # restart and mistaken for the backlog flowing again.
+    if centre.first_telemetry_after(time.monotonic(), 10) is None:
+        raise TimeoutError("no telemetry before the outage")
+    broker.stop()
+    time.sleep(outage_s)
+    broker.start()
+    up = time.monotonic()
+    flowing = centre.first_telemetry_after(up, 180)
+    if flowing is None:
+        raise TimeoutError("no telemetry within 180 s of the broker coming back")
+    out.setdefault("outage_recovery_s", []).append(flowing - up)
+    return flowing
