@@ -17,13 +17,14 @@ every figure includes restarting the stream and switching the relay. The centre'
 publisher is a client that only publishes (as `cunxiang alert send` does); receipts
 are read by a second client.
 
-Two broker set-ups are measured, because on Linux most of the end-to-end time is TCP,
-not the station: Mosquitto's defaults leave Nagle's algorithm on (``set_tcp_nodelay
-false``), so a PUBLISH to the station waits whenever the broker's previous small
-packet to it (a PUBACK of a receipt) is not yet acknowledged, and the station's kernel
-delays that acknowledgement (delayed ACK). ``set_tcp_nodelay true`` (EMQX and VerneMQ
-default to no-delay) removes that wait. The ``station`` columns time the station's own
-part: from the event loop taking the message (``Intake.handle``) to the first write.
+Two broker set-ups are measured. Mosquitto's defaults leave Nagle's algorithm on
+(``set_tcp_nodelay false``): a PUBLISH to the station then waits whenever the broker's
+previous small packet to it (a PUBACK of a receipt) is not yet acknowledged, which the
+station's kernel delays unless the uplink asks for quick acknowledgements (it does,
+gateway/sync.py; before that this row read ~25 ms p50). ``set_tcp_nodelay true`` (EMQX
+and VerneMQ default to no-delay) shows the broker-side fix. The ``station`` columns
+time the station's own part: from the event loop taking the message (``Intake.handle``)
+to the first write.
 
     python benchmarks/alert_latency.py [--alerts 200] [--json benchmarks/results/alert_latency.json]
 """

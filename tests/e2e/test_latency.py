@@ -6,14 +6,11 @@ the player's `on_first_write` hook stamps the first `stream.write()` on the same
 monotonic clock as the publish. Alerts come one after another, each to an idle
 station, as an update follows an alert.
 
-Found while measuring: the station's own work takes about 2.5 ms, but with
-Mosquitto's default `set_tcp_nodelay false` the PUBLISH to the station waits
-~20–40 ms whenever the broker's previous small packet to it (a PUBACK of a
-receipt or of telemetry) is not yet acknowledged — and the station's kernel
-delays that acknowledgement (delayed ACK). Setting TCP_QUICKACK on the station's
-MQTT socket after each read (gateway/sync.py `_Link._loop`) takes the same run
-to ~3 ms p50 / ~6 ms p99; `set_tcp_nodelay true` on the broker does too, but the
-station cannot choose the county's broker.
+Why on a *default* Mosquitto: it leaves Nagle's algorithm on (`set_tcp_nodelay
+false`), so a PUBLISH to the station waits whenever the broker's previous small
+packet to it (a PUBACK) is not yet acknowledged; with the kernel's delayed ACK
+that cost ~25 ms per alert (p50) until the uplink set TCP_QUICKACK after every
+read (gateway/sync.py `_ack_at_once`). This test fails if that comes back.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
@@ -42,11 +38,6 @@ def played_receipt(alert_id: str) -> Callable[[Message], bool]:
     return lambda message: played in message.payload
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/sync.py: no TCP_QUICKACK on the station's socket, so Mosquitto's Nagle "
-    "holds downlink ~20-40 ms behind the station's delayed ACK (p50 ~25 ms measured)",
-)
 def test_alert_publish_to_first_write_p50_within_15_ms(tmp_path: Path) -> None:
     with Mosquitto() as broker, alsa_capture(tmp_path / "alsa"):
         centre = Centre()
