@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: States of an alert in the log that mean "not finished: play it (again) after a restart".
 UNFINISHED = ("received", "queued", "playing", "interrupted")
+#: Alert-log ids the station gives its own entries; a central alert may not use them.
+RESERVED_ID_PREFIXES = ("local:", "cmd:")
 #: How long a local alarm broadcast stays worth playing after a restart.
 LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
@@ -157,6 +159,10 @@ class Intake:
             )
         except PayloadError as exc:
             self._payload_error(exc, topic, envelope.key, raw)
+            return
+        if alert.id.startswith(RESERVED_ID_PREFIXES):
+            # The station's own log names local broadcasts and commands this way.
+            self._receipt(alert.id, "rejected", {"reason": "bad_payload"})
             return
         if not is_for_station(alert, self.config.station.area):
             if topic == self._station_alert:
@@ -365,6 +371,11 @@ class Intake:
         """After a crash or power cut, unfinished unexpired broadcasts play again from the start."""
         for record in self.store.unfinished_alerts():
             broadcast_id = str(record["id"])
+            if record.get("kind") == "command":
+                # Crashed between logging a command and answering it: the centre sees no
+                # answer and may send a new command; running it twice is worse.
+                self.store.set_alert_state(broadcast_id, "done")
+                continue
             if int(record["expires_ms"]) <= self.clock.now_ms() and self.clock.synced():
                 self.store.set_alert_state(broadcast_id, "expired")
                 self._receipt(broadcast_id, "expired", {})

@@ -304,3 +304,17 @@ def test_payload_without_readable_id_is_a_downlink_rejected_event(rig: Rig) -> N
     events = rig.events("downlink_rejected", mark)
     assert all(e["payload_sha256"] == sha256(raw) for e in events)
     assert rejection_logged(rig, "bad_payload", raw)
+
+
+@pytest.mark.parametrize("alert_id", ["local:river-high:1", "cmd:reboot-1"])
+def test_central_alert_may_not_take_an_id_the_station_uses_for_itself(
+    rig: Rig, alert_id: str
+) -> None:
+    """Local broadcasts and commands live in the same log as `local:…` and `cmd:…`."""
+    mark = rig.mark()
+    rig.send(rig.alert(id=alert_id, repeat=1))
+    rig.barrier()
+    assert rig.wait_status(alert_id, "rejected")["reason"] == "bad_payload"
+    assert rig.statuses(alert_id, mark) == ["rejected"]
+    rig.settle()
+    assert rig.silent_since(mark)
