@@ -25,6 +25,7 @@ class Figure:
     thingsboard: str
     passes: Callable[[Spread], bool]
     digits: int = 1  # decimals shown
+    note: str = ""  # printed under the table
 
     def render(self, value: float) -> str:
         """A value of this figure as printed (thousands separated)."""
@@ -73,6 +74,7 @@ FIGURES: tuple[Figure, ...] = (
         "—",
         at_most(50),
         2,
+        "pin.drive_low() to Station.on_record('alarm'), called after Store.add_event's COMMIT",
     ),
     Figure(
         "ingest_per_s",
@@ -128,6 +130,8 @@ FIGURES: tuple[Figure, ...] = (
         "—",
         at_most(120),
         0,
+        "one fsync'd commit a second of ~10 readings; a commit dirties at least one 4 KiB "
+        "page, so 410 B is the floor at commit_interval_s = 1 (docs/performance.md)",
     ),
     Figure(
         "rss_idle_mb",
@@ -137,6 +141,8 @@ FIGURES: tuple[Figure, ...] = (
         "—",
         at_most(45),
         1,
+        "VmHWM of the real service (bytecode compiled, as installed) after start-up and the "
+        "load window",
     ),
     Figure(
         "rss_drain_mb",
@@ -164,5 +170,6 @@ FIGURES: tuple[Figure, ...] = (
         "—",
         at_most(1.0),
         2,
+        "the service's CPU time (all threads) over the window, broker connected",
     ),
 )

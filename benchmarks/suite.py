@@ -74,7 +74,12 @@ MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
 def _section_alert(workdir: Path, sizes: Sizes) -> dict[str, Any]:
-    return alert_figure.measure(workdir, sizes.alerts, sizes.alert_runs)
+    section = alert_figure.measure(workdir, sizes.alerts, sizes.alert_runs)
+    setup = section.get("alert_setup")
+    if setup:
+        note = f"benchmarks/alert_latency.py, {sizes.alerts} alerts per run, broker: {setup}"
+        section["notes"] = {"alert_p50_ms": [note], "alert_p99_ms": [note]}
+    return section
 
 
 def _section_gpio(workdir: Path, sizes: Sizes) -> dict[str, Any]:
@@ -98,7 +103,9 @@ def _section_drain(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
 
 def _section_service(workdir: Path, sizes: Sizes) -> dict[str, Any]:
-    merged: dict[str, list[float]] = {}
+    merged: dict[str, Any] = {}
+    if sizes.outage_s < 30:
+        merged["notes"] = {"outage_recovery_s": [f"outage shortened to {sizes.outage_s:g} s"]}
     for n in range(sizes.service_runs):
         run = service_run.one_run(
             workdir / f"service-{n}",
@@ -159,6 +166,8 @@ def row(figure: Figure, sizes: Sizes, section: dict[str, Any] | None) -> dict[st
     if not values:
         entry["note"] = (section or {}).get("note") or "not measured"
         return entry
+    notes = [figure.note, *(section or {}).get("notes", {}).get(figure.key, [])]
+    entry["note"] = "; ".join(note for note in notes if note)
     spread = Spread.of([float(v) for v in values])
     entry.update(
         median=spread.median,
@@ -194,7 +203,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {entry['label']} | {entry['target']} | {measured} | {verdict} "
             f"| {entry['thingsboard_3_8_5']} |"
         )
-    return "\n".join(lines)
+    notes = [
+        f"- {entry['label']}: {entry['note']}"
+        for entry in rows
+        if entry["median"] is not None and entry.get("note")
+    ]
+    return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def details(sections: dict[str, dict[str, Any]]) -> str:
