@@ -44,11 +44,23 @@ log = logging.getLogger(__name__)
 
 #: States of an alert in the log that mean "not finished: play it (again) after a restart".
 UNFINISHED = ("received", "queued", "playing", "interrupted")
+#: Longest untrusted string (an unknown key name) copied into an event.
+MAX_UNTRUSTED_CHARS = 128
 #: Alert-log ids the station gives its own entries; a central alert may not use them.
 RESERVED_ID_PREFIXES = ("local:", "cmd:")
 #: How long a local alarm broadcast stays worth playing after a restart.
 LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
+
+
+def untrusted_text(text: str, limit: int = MAX_UNTRUSTED_CHARS) -> str:
+    """A string from an unverified message made safe to store, log and publish.
+
+    JSON lets a sender write lone surrogates (`"\\ud800"`), which no UTF-8 encoder
+    accepts; they are spelled out as escapes. Length is capped.
+    """
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= limit else safe[:limit] + "…"
 
 
 class UplinkPort(Protocol):
@@ -130,6 +142,8 @@ class Intake:
         self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
     ) -> None:
         digest = hashlib.sha256(payload).hexdigest()
+        key = None if key is None else untrusted_text(key)
+        detail = untrusted_text(detail, 500)
         log.warning(
             "downlink rejected (%s) on %s, key %s, sha256 %s: %s",
             reason,

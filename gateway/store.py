@@ -169,6 +169,10 @@ def json_members(fields: Mapping[str, object]) -> str:
         text = json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"fields cannot be written as JSON: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from untrusted JSON: keep it as an escape
+        text = json.dumps(dict(fields), ensure_ascii=True, separators=(",", ":"))
     return text[1:-1]
 
 

@@ -12,8 +12,9 @@ its one receipt, every wrong command its error response, replays and other villa
 nothing. The service must not crash, log no unexpected handler error, and give back the memory
 the flood took.
 
-The last two tests are xfail: an envelope whose key name is a lone UTF-16 surrogate escape
-breaks the store (see their reason).
+The last two tests send an envelope whose key name is a lone UTF-16 surrogate escape: it once
+broke the store for good (the event could not be encoded, the transaction that carried the
+buffered readings aborted, and the uplink never drained again).
 """
 
 from __future__ import annotations
@@ -49,17 +50,6 @@ def test_hostile_downlink_makes_no_sound_and_gets_the_prescribed_answers(
     assert details["fds"]["growth"] == 0, text
 
 
-SURROGATE_BUG = (
-    "gateway/intake.py Intake._reject_downlink puts the envelope's untrusted `key` (here the "
-    'JSON escape "\\ud800", a lone surrogate) into the downlink_rejected event; '
-    "gateway/store.py Store._commit only catches sqlite3.Error, so the UnicodeEncodeError "
-    "from _write aborts the transaction after the buffered readings and new channel rows "
-    "were taken out of memory: the event is never stored, those readings vanish without "
-    "data_dropped, and later rows reference a channel id missing from `channels`, so after "
-    "a restart OutboxReader raises KeyError and the uplink never drains again"
-)
-
-
 @pytest.fixture(scope="module")
 def surrogate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioResult]:
     result = surrogate_key(tmp_path_factory.mktemp("surrogate"))
@@ -67,7 +57,6 @@ def surrogate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioResu
     yield result
 
 
-@pytest.mark.xfail(strict=True, reason=SURROGATE_BUG)
 def test_an_envelope_key_with_a_lone_surrogate_is_rejected_and_loses_no_reading(
     surrogate: ScenarioResult,
 ) -> None:
@@ -76,7 +65,6 @@ def test_an_envelope_key_with_a_lone_surrogate_is_rejected_and_loses_no_reading(
     assert details["silently_lost_readings"] == 0, details
 
 
-@pytest.mark.xfail(strict=True, reason=SURROGATE_BUG)
 def test_after_an_envelope_key_with_a_lone_surrogate_the_backlog_still_drains(
     surrogate: ScenarioResult,
 ) -> None:
