@@ -632,6 +632,13 @@ class Store:
             except sqlite3.Error as exc:
                 self._write_failed(exc, rows, channels, records)
                 return 0
+            except Exception:
+                # A record that cannot be written (a bug, or input no one foresaw) must not take
+                # the readings that share its transaction down with it: they wait for the next.
+                with self._buf_lock:
+                    self._buffer[:0] = rows
+                    self._new_channels[:0] = channels
+                raise
             finally:
                 self._committing = 0
             self._written(versions, records, alerts)

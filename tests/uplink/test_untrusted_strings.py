@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway.store import Store
 
 
@@ -32,3 +34,16 @@ def test_an_event_with_a_lone_surrogate_is_stored_and_loses_no_reading(tmp_path:
     assert [r["v"] for r in records if r.get("q") == "co_ppm"] == [0.0, 1.0, 2.0]
     (event,) = [r for r in records if r.get("type") == "downlink_rejected"]
     assert event["key"] == "\ud800x"  # kept, as a JSON escape
+
+
+def test_a_record_sqlite_refuses_does_not_take_the_buffered_readings_with_it(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "g.db")
+    store.add_reading("co-1", "co_ppm", 1.0, 1_767_225_600_000)
+    with pytest.raises(OverflowError):
+        store.add_event("started", {"version": "x"}, ts=2**70)  # too big for SQLite's INTEGER
+    store.flush()
+    records = [json.loads(r.json) for r in store.records(1, store.last_seq)]
+    store.close()
+    assert [r["v"] for r in records if r.get("q") == "co_ppm"] == [1.0]
