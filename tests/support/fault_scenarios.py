@@ -58,6 +58,7 @@ from tests.support.serial_noise import (
     CountingNode,
     NoisyLine,
     NoisyTransmitter,
+    Replugger,
     spurious_ze07_frames,
 )
 from tests.support.station import AREA, Centre, station_topic, topic, write_config
@@ -688,13 +689,14 @@ def serial_garbage(
 ) -> ScenarioResult:
     """Every serial port fed noise, partial frames and silences for `seconds`; genuine frames between.
 
-    Ports: a ZE07-CO on a pty, a JSON-lines node on a pty, a Modbus level transmitter on a
-    socat pair that answers each poll with a good reply, noise, half a reply or nothing. Every
+    Ports: a ZE07-CO on a pty, a JSON-lines node on a pty that is also unplugged and plugged
+    back every few seconds, a Modbus level transmitter on a socat pair that answers each poll
+    with a good reply, noise, half a reply or nothing. Every
     sensor has a rule with a local broadcast, so a false alarm would be both an ``alarm`` event
     and sound. What must hold: no alarm, no sound, only genuine values as readings (except
     what the driver's own parser accepts from the same bytes — an 8-bit checksum collision,
-    counted separately), ``sensor_fault`` events for every sensor, the service alive, and RSS
-    flat after warm-up.
+    counted separately), ``sensor_fault`` events for every sensor (``port_unavailable`` among
+    them), the service alive, and RSS and open descriptors flat after warm-up.
     """
     result = ScenarioResult(f"5 garbage on every serial port for {seconds:g} s")
     folder.mkdir(parents=True, exist_ok=True)
@@ -708,16 +710,19 @@ def serial_garbage(
         ledger = Ledger(port=broker.port)
         station = FaultStation(config)
         lines: list[Any] = []
+        replug = Replugger(node, seed + 3, every_s=(4.0, 8.0), out_s=(0.5, 3.0))
         try:
             station.start()
             station.wait_ready()
             watch = ProcWatch(station.pid)
             lines = [
                 NoisyLine(co.master, active_frame(ZE07_GOOD_TENTHS), seed).start(),
-                NoisyLine(node.master, JSONL_GOOD, seed + 1).start(),
+                NoisyLine(node.master, JSONL_GOOD, seed + 1, write=replug.write).start(),
                 NoisyTransmitter(device, seed + 2).start(),
             ]
+            replug.start()
             time.sleep(seconds)
+            replug.stop()
             for line in lines:
                 line.stop()
             watch.stop()
@@ -725,6 +730,7 @@ def serial_garbage(
             crashed = station.exited_by_itself() is not None
             exit_code = station.terminate(timeout=10) if not crashed else -1
         finally:
+            replug.stop()
             for line in lines:
                 line.stop()
             station.close()
@@ -737,7 +743,8 @@ def serial_garbage(
         foreign = [
             r for r in ledger.readings.values() if r["v"] != GENUINE_VALUES.get(r["sensor"], r["v"])
         ]
-        faults = {e["sensor"]: e.get("reason") for e in ledger.events_of("sensor_fault")}
+        fault_events = ledger.events_of("sensor_fault")
+        faults = {e["sensor"] for e in fault_events}
         result.crashes = int(crashed) + (exit_code != 0)
         result.sounded = int(any(not c.is_silent() for c in station.captures))
         rss = watch.summary(after_s=warmup_s)
@@ -750,7 +757,12 @@ def serial_garbage(
             "readings_with_values_no_device_sent": len(foreign),
             "checksum_collisions_in_ze07_stream": spurious,
             "sensors_with_fault_events": sorted(faults),
-            "fault_reasons": sorted(set(faults.values())),
+            "fault_reasons": sorted({str(e.get("reason")) for e in fault_events}),
+            "sensor_fault_events": len(fault_events),
+            "node_unplugged": replug.unplugs,
+            # The service reports one sensor_fault per episode (a reason that changes inside
+            # an episode is not sent again), so the unplug is seen in the driver's log line.
+            "node_unplugs_noticed_by_driver": station.log().count("node-1 fault: port_unavailable"),
             "sensor_ok_events": len(ledger.events_of("sensor_ok")),
             "segments": [line.stats.segments for line in lines],
             "bytes_written": sum(line.stats.bytes_written for line in lines),
@@ -908,7 +920,7 @@ def _hostile_flood(
     ledger.publish(TOWN_TOPIC, last_raw)
     ledger.wait(lambda: "played" in ledger.statuses(last_id), 30, "the second control alert played")
     watch.stop()
-    details = _judge_hostile(ledger, stream, first_sent, first_id)
+    details = _judge_hostile(ledger, stream, first_sent, first_id, window_ms)
     details["controls"] = [first_pcm, last_pcm]
     rss = watch.rss.values()
     details.update(
@@ -929,7 +941,11 @@ def _hostile_flood(
 
 
 def _judge_hostile(
-    ledger: Ledger, stream: list[Hostile], first_sent: dict[str, float], control: str
+    ledger: Ledger,
+    stream: list[Hostile],
+    first_sent: dict[str, float],
+    control: str,
+    window_ms: int,
 ) -> dict[str, Any]:
     """Compare what the centre got with what each message should have caused."""
     mismatches: list[str] = []
@@ -946,11 +962,19 @@ def _judge_hostile(
     firsts = {}
     for event in events:
         firsts.setdefault(str(event["reason"]), event)
+    delays = {}
     for reason, event in firsts.items():
         if int(event["count"]) != 1:
             mismatches.append(
                 f"the first downlink_rejected {reason} folds {event['count']} (must be 1)"
             )
+        arrived = ledger.first_arrival("downlink_rejected", reason=reason)
+        if arrived is not None and reason in first_sent:
+            delays[reason] = round(arrived - first_sent[reason], 2)
+            if delays[reason] > window_ms / 2000:  # "at once": well inside its own window
+                mismatches.append(
+                    f"the first downlink_rejected {reason} came {delays[reason]} s late"
+                )
     played_hostile = 0
     by_family = Counter[str]()
     for message in stream:
@@ -968,6 +992,7 @@ def _judge_hostile(
         "envelope_failures_by_reason": dict(sorted(sent.items())),
         "downlink_rejected_events": len(events),
         "downlink_rejected_events_by_reason": dict(Counter(str(e["reason"]) for e in events)),
+        "first_event_delay_s_by_reason": delays,
         "rejected_receipts": sum(1 for r in ledger.receipts if r["status"] == "rejected"),
         "played_hostile": played_hostile,
         "mismatches": sorted(set(mismatches))[:50],
@@ -1046,7 +1071,7 @@ timeout_s = 5
             ledger.wait(lambda: ledger.states, 10, "the station online")
             node.start()
             time.sleep(1.0)  # the node's first readings wait in memory for their commit
-            ledger.publish(TOWN_TOPIC, surrogate_key_envelope(centre))
+            ledger.publish(TOWN_TOPIC, surrogate_key_envelope())
             time.sleep(1.0)
             broker.stop()  # a backlog builds
             time.sleep(1.5)

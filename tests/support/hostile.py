@@ -20,9 +20,9 @@ payloads, unknown keys, oversized messages and payloads, signed payloads that ar
 XML attacks (billion laughs, external entities) signed and unsigned, bad statuses, times,
 clips and audio, wrong topics, and replays.
 
-Not in the stream: an envelope whose ``key`` is a lone UTF-16 surrogate escape (``"\\ud800"``).
-It exposes a known bug (see tests/faults/test_hostile_downlink.py, the xfail test) that takes
-down the very bookkeeping this stream is checked against; `surrogate_key_envelope` builds it.
+Key names are untrusted text too: `untrusted_key_text` sends unknown keys that are lone UTF-16
+surrogate escapes (``"\\ud800"``, which once broke the store: the event could not be encoded),
+line breaks (a forged log line) and 5,000 characters; they must end as plain ``unknown_key``.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class HostileDownlink:
             "forged_signature": self._forged_signature,
             "bit_flip": self._bit_flip,
             "unknown_key": self._unknown_key,
+            "untrusted_key_text": self._untrusted_key_text,
             "too_large_raw": self._too_large_raw,
             "too_large_payload": self._too_large_payload,
             "command_on_alert_topic": self._command_on_alert_topic,
@@ -261,6 +262,10 @@ class HostileDownlink:
         )
         return self._event("unknown_key", seal(payload, "alert", name, self.forger), "unknown_key")
 
+    def _untrusted_key_text(self) -> Hostile:
+        key = self.rng.choice(["\\ud800", "x\\udfff\\ud800", "a\\nERROR forged line", "k" * 5000])
+        return self._event("untrusted_key_text", surrogate_key_envelope(key), "unknown_key")
+
     def _too_large_raw(self) -> Hostile:
         size = max_raw_size(self.max_payload) + self.rng.randint(1, 3 * self.max_payload)
         return self._event("too_large_raw", b"{" + b" " * size + b"}", "too_large")
@@ -425,9 +430,12 @@ class HostileDownlink:
         )
 
 
-def surrogate_key_envelope(centre: Centre) -> bytes:
-    """An envelope whose key name is a lone surrogate escape: ``unknown_key`` (known bug: see module doc)."""
+def surrogate_key_envelope(key: str = "\\ud800") -> bytes:
+    """An envelope whose key name is `key` as written in the JSON text: ``unknown_key``.
+
+    The default is the JSON escape of a lone surrogate: `json.loads` turns it into U+D800, a
+    string no UTF-8 encoder accepts.
+    """
     payload = base64.b64encode(b"{}").decode()
     sig = base64.b64encode(b"\0" * 64).decode()
-    key = "\\ud800"  # a JSON escape: json.loads turns it into the lone surrogate U+D800
     return f'{{"key": "{key}", "type": "alert", "payload": "{payload}", "sig": "{sig}"}}'.encode()

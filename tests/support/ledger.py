@@ -74,6 +74,7 @@ class Ledger:
         self.conflicts: list[tuple[int, str, str]] = []
         self.readings: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.event_arrivals: list[float] = []  # monotonic arrival time of each event in `events`
         self.receipts: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
         self.states: list[dict[str, Any]] = []
@@ -121,6 +122,8 @@ class Ledger:
             elif kind in ("event", "receipt"):
                 if self._record(body):
                     (self.events if kind == "event" else self.receipts).append(body)
+                    if kind == "event":
+                        self.event_arrivals.append(time.monotonic())
             elif kind == "cmd/res":
                 self.responses.append(body)
             elif kind == "state":
@@ -165,6 +168,14 @@ class Ledger:
         """Deliveries beyond the first of each seq."""
         with self._cond:
             return sum(count - 1 for count in self.counts.values())
+
+    def first_arrival(self, type_: str, **fields: Any) -> float | None:
+        """When the first event of `type_` with these field values arrived (monotonic), or None."""
+        with self._cond:
+            for event, at in zip(self.events, self.event_arrivals, strict=True):
+                if event.get("type") == type_ and all(event.get(k) == v for k, v in fields.items()):
+                    return at
+        return None
 
     def events_of(self, type_: str) -> list[dict[str, Any]]:
         with self._cond:

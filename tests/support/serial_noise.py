@@ -9,6 +9,9 @@ the device end of a socat pair) with a seeded, hostile mixture of segments:
   a ``no_data`` fault;
 * ``frame``: a genuine frame of a harmless value (so the sensor recovers and faults end).
 
+`Replugger` pulls a pty-backed port out now and then and plugs a fresh one back (a loose USB
+adapter), while a `NoisyLine` keeps writing to whatever is plugged in.
+
 Everything written is kept (`written`), so a test can replay the exact byte stream through the
 driver's own parser afterwards (`spurious_ze07_frames`) and tell a checksum collision — random
 bytes that happen to form a valid 9-byte ZE07 frame, which an 8-bit checksum lets through about
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from drivers.ze07_co import Ze07Parser, active_frame
+from tests.drivers.devices import PtyPort
 
 #: Harmless values (well below any alarm threshold) for the genuine frames.
 ZE07_GOOD_TENTHS = 123  # 12.3 ppm
@@ -107,6 +111,54 @@ class NoisyLine:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+class Replugger:
+    """Unplugs a `tests.drivers.devices.PtyPort` now and then and plugs it back (a loose USB plug).
+
+    `write` is a `NoisyLine` write callback that always goes to the current master, and never to
+    a closed (and possibly reused) descriptor.
+    """
+
+    def __init__(
+        self, port: PtyPort, seed: int, every_s: tuple[float, float], out_s: tuple[float, float]
+    ) -> None:
+        self.port = port
+        self.rng = random.Random(seed)
+        self.every_s = every_s
+        self.out_s = out_s
+        self.unplugs = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replugger", daemon=True)
+
+    def start(self) -> Replugger:
+        self._thread.start()
+        return self
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.port.master < 0:
+                raise OSError("unplugged")
+            os.write(self.port.master, data)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rng.uniform(*self.every_s)):
+            with self._lock:
+                self.port.unplug()
+                self.unplugs += 1
+            self._stop.wait(self.rng.uniform(*self.out_s))
+            with self._lock:
+                self.port.plug()
+
+    def stop(self) -> None:
+        """Stop cycling and leave the port plugged in."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(5)
+        with self._lock:
+            if self.port.master < 0:
+                self.port.plug()
 
 
 def spurious_ze07_frames(stream: bytes) -> list[float]:
