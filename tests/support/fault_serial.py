@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,14 @@ def serial_garbage(
             "alarms": len(ledger.events_of("alarm")),
             "loudspeaker_silent": not result.sounded,
             "readings": len(ledger.readings),
+            # Genuine frames the lines wrote, and readings of each sensor that reached the centre:
+            # a frame glued to a partial one or to noise is lost with it (a JSON line always is).
+            "genuine_frames_written": {
+                "co-1": lines[0].stats.segments["frame"],
+                "node-1": lines[1].stats.segments["frame"],
+                "river": lines[2].stats.segments["reply"],
+            },
+            "readings_by_sensor": dict(Counter(r["sensor"] for r in ledger.readings.values())),
             "readings_with_values_no_device_sent": len(foreign),
             "checksum_collisions_in_ze07_stream": spurious,
             "sensors_with_fault_events": sorted(faults),
