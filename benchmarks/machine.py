@@ -55,6 +55,11 @@ def filesystem(path: Path) -> str:
     return f"{best[1]} on {best[2]} (mounted at {best[0]})"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def describe(workdir: Path) -> dict[str, object]:
     """What the results were measured on."""
     return {
@@ -67,4 +72,5 @@ def describe(workdir: Path) -> dict[str, object]:
         "mosquitto": _mosquitto(),
         "paho_mqtt": _paho(),
         "database_filesystem": filesystem(workdir),
+        "load_average_at_start": load_average(),
     }

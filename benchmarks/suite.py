@@ -249,6 +249,7 @@ def as_installed() -> None:
 def run(mode: str, sizes: Sizes, only: tuple[str, ...], workdir: Path) -> dict[str, Any]:
     """Run the chosen sections; the whole result document."""
     started = time.monotonic()
+    described = machine.describe(workdir)
     as_installed()
     sections: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
@@ -268,10 +269,10 @@ def run(mode: str, sizes: Sizes, only: tuple[str, ...], workdir: Path) -> dict[s
     return {
         "suite": "cunxiang benchmarks (DESIGN.md § Targets)",
         "mode": mode,
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 1),
-        "machine": machine.describe(workdir),
+        "machine": {**described, "load_average_at_end": machine.load_average()},
         "sizes": dataclasses.asdict(sizes),
         "figures": rows,
         "sections": sections,
@@ -343,6 +344,8 @@ def _report(result: dict[str, Any], path: Path) -> str:
         f"machine: {m['cores']} cores, {m['cpu']}, {m['memory_mb']:,} MB, Linux {m['kernel']}; "
         f"Python {m['python']}, SQLite {m['sqlite']}, Mosquitto {m['mosquitto']}, "
         f"paho-mqtt {m['paho_mqtt']}; database on {m['database_filesystem']}\n"
+        f"load average (1, 5, 15 min) at start {m['load_average_at_start']}, "
+        f"at end {m['load_average_at_end']}\n"
         f"command: {result['command']}\n"
     )
     extra = details(result["sections"])
