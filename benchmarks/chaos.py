@@ -3,7 +3,7 @@
 Why this script exists: tests/faults/ runs each scenario small enough for CI; this runs them at
 the sizes DESIGN.md and issue 7 name, and the soak that only makes sense over an hour:
 
-    python benchmarks/chaos.py                      # everything, about 75 minutes
+    python benchmarks/chaos.py                      # everything, about 80 minutes
     python benchmarks/chaos.py --minutes 5          # the soak shortened to 5 minutes
     python benchmarks/chaos.py --only 1,6 --kills 20
 
