@@ -52,6 +52,7 @@ class Station:
         self.clock = StationClock(config.station.clock)
         self.boot = uuid.uuid4().hex[:16]
         self.sensor_health: dict[str, str] = {s.name: "ok" for s in config.sensors}
+        self._fault_reasons: dict[str, str] = {}
         self.last_readings: dict[str, dict[str, Any]] = {}
         self.on_record: Callable[[str, dict[str, Any]], None] | None = None
         self._stopping: asyncio.Event | None = None
@@ -249,14 +250,19 @@ class Station:
             self.on_record("reading", record)
 
     def _on_health(self, health: Health) -> None:
+        """A fault, a change of its reason (bad frames, then unplugged), or its end."""
         state = "ok" if health.ok else "fault"
-        if self.sensor_health.get(health.sensor) == state:
+        reason = "" if health.ok else health.reason
+        if self._fault_reasons.get(health.sensor, "") == reason and (
+            self.sensor_health.get(health.sensor) == state
+        ):
             return
         self.sensor_health[health.sensor] = state
+        self._fault_reasons[health.sensor] = reason
         if health.ok:
             self._record_event("sensor_ok", {"sensor": health.sensor}, health.ts)
         else:
-            fields = {"sensor": health.sensor, "reason": health.reason}
+            fields = {"sensor": health.sensor, "reason": reason}
             self._record_event("sensor_fault", fields, health.ts)
         self.uplink.state_changed()
 
