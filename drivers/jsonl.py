@@ -18,7 +18,9 @@ Frame: one UTF-8 JSON object terminated by ``\\n`` (a ``\\r`` before it is ignor
 - Other keys are ignored, so newer firmware can add fields. Blank lines are ignored.
 
 Anything else (not UTF-8, not JSON, not an object, a bad ``q`` or ``v``, a line over the limit)
-is a bad frame: counted, skipped, and a run of them is a ``bad_frames`` fault. The node's own
+is a bad frame: counted, skipped, and a run of them is a ``bad_frames`` fault. When garbage
+precedes a good object on the same line, the garbage counts as a bad frame and the object
+after it is still read (resynchronisation on ``{``). The node's own
 timestamps are not trusted; the reading gets the station's time.
 """
 
@@ -39,6 +41,8 @@ from drivers.base import (
 from drivers.serial_link import SerialDriver
 
 MAX_LINE = 1024
+#: How many `{` inside a bad line are tried as the start of a good object glued after garbage.
+RESYNC_TRIES = 4
 NODE_FLAGS = frozenset({FLAG_ESTIMATED})
 
 
@@ -146,13 +150,28 @@ class JsonlParser:
         if len(line) > self.max_line:
             self._bad(f"line longer than {self.max_line} bytes")
             return None
+        value: JsonlValue | None
         try:
             value = parse_line(line)
         except BadLine as exc:
             self._bad(str(exc))
-            return None
-        self.lines += 1
+            value = self._resync(line)
+        if value is not None:
+            self.lines += 1
         return value
+
+    def _resync(self, line: bytes) -> JsonlValue | None:
+        """A good object glued to garbage before it (line noise, a node rebooting mid-line):
+        the garbage is counted as a bad line, and the object after it still counts."""
+        start = line.find(b"{", 1)
+        for _ in range(RESYNC_TRIES):
+            if start < 0:
+                return None
+            try:
+                return parse_line(line[start:])
+            except BadLine:
+                start = line.find(b"{", start + 1)
+        return None
 
     def _bad(self, why: str) -> None:
         self.bad_lines += 1

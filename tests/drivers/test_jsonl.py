@@ -49,7 +49,6 @@ def test_good_lines(line: bytes, quantity: str, value: float | bool, flags: tupl
         b'{"q": "smoke", "v": 1}',
         b'{"q": "co_ppm", "v": 1, "flags": ["out_of_range"]}',
         b'{"q": "co_ppm", "v": ' + b"9" * 400 + b"}",
-        b'\xff\xfe{"q": "co_ppm", "v": 1}',
         b"[" * 5000,
     ],
 )
@@ -58,6 +57,13 @@ def test_bad_lines_are_counted_not_raised(line: bytes) -> None:
     assert parser.feed(line + b"\n") == []
     assert parser.bad_lines == 1
     assert parser.last_error
+
+
+def test_garbage_glued_before_a_good_object_is_counted_and_the_object_still_read() -> None:
+    parser = JsonlParser()
+    got = parser.feed(b'\xff\xfe{"q": "co_ppm", "v": 1}\n{{junk {"q": "smoke", "v": true}\n')
+    assert [(g.quantity, g.value) for g in got] == [("co_ppm", 1.0), ("smoke", True)]
+    assert parser.bad_lines == 2
 
 
 def test_blank_lines_are_ignored_and_long_lines_dropped_whole() -> None:
@@ -75,10 +81,14 @@ def test_random_bytes_never_raise_and_yield_only_complete_valid_lines(chunks: li
     stream = b"".join(chunks)
     got = [v for chunk in chunks for v in parser.feed(chunk)]
     lines = [line.rstrip(b"\r") for line in stream.split(b"\n")[:-1]]  # complete lines only
+    # A reading is a whole line, or the part of one from a `{` on (garbage glued before it).
     valid = []
     for line in lines:
-        with contextlib.suppress(ValueError):
-            valid.append(parse_line(line))
+        starts = [0] + [i for i in range(1, len(line)) if line[i : i + 1] == b"{"]
+        for start in starts:
+            with contextlib.suppress(ValueError):
+                valid.append(parse_line(line[start:]))
+                break
     assert len(got) <= len(valid)
     assert all(g in valid for g in got)
 
