@@ -15,13 +15,20 @@ simulated sensors reporting once a second each, the broker connected, nothing el
   10 s after which a connection counts as stable (which resets the back-off), as a station
   that has been running would be.
 
-One process per run: a window (or several) first, then the outages.
+The load windows run one service at a time (they measure it); the outages run several
+stations side by side, each with its own broker (they measure back-off timers, and a station
+waiting for its broker does almost nothing).
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import shutil
+import statistics
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.rig import Centre, Service, count_readings, max_seq, simulated_sensors, write_config
@@ -33,19 +40,58 @@ STABLE_S = 10.5
 SETTLE_S = 3.0
 
 
-def one_run(
-    folder: Path,
-    *,
-    window_s: float,
-    windows: int,
-    outages: int,
-    outage_s: float,
-    stable_s: float = STABLE_S,
-    settle_s: float = SETTLE_S,
+def load_run(
+    folder: Path, *, window_s: float, windows: int, settle_s: float = SETTLE_S
 ) -> dict[str, list[float]]:
-    """One service process: `windows` load windows, then `outages` broker outages."""
-    folder.mkdir(parents=True)
+    """One service process, connected, idle but for its sensors: `windows` load windows."""
     out: dict[str, list[float]] = {}
+    with _station(folder) as (_broker, _centre, service, _connected):
+        time.sleep(settle_s)
+        for _ in range(windows):
+            _window(service, folder / "station.db", window_s, out)
+        idle = service.sample()
+        out["rss_idle_mb"] = [idle.hwm_kb / 1024]
+        out["rss_idle_now_mb"] = [idle.rss_kb / 1024]
+    return out
+
+
+def outage_run(
+    folder: Path, *, outages: int, outage_s: float, stable_s: float = STABLE_S
+) -> list[float]:
+    """One service process through `outages` broker outages; seconds to telemetry after each."""
+    recoveries: list[float] = []
+    with _station(folder) as (broker, centre, _service, connected):
+        for _ in range(outages):
+            connected = _outage(broker, centre, connected, outage_s, stable_s, recoveries)
+    return recoveries
+
+
+def outage_runs(
+    workdir: Path, *, stations: int, outages: int, outage_s: float, stable_s: float = STABLE_S
+) -> list[float]:
+    """`stations` stations side by side, each with its own broker, each through `outages`.
+
+    The time to recover is mostly the back-off's random wait, so the median needs many
+    outages; the stations are idle while their brokers are down, so they can share the time.
+    """
+    with ThreadPoolExecutor(max_workers=stations) as pool:
+        futures = [
+            pool.submit(
+                outage_run,
+                workdir / f"outage-{n}",
+                outages=outages,
+                outage_s=outage_s,
+                stable_s=stable_s,
+            )
+            for n in range(stations)
+        ]
+        return [seconds for future in futures for seconds in future.result()]
+
+
+@contextlib.contextmanager
+def _station(folder: Path) -> Iterator[tuple[Mosquitto, Centre, Service, float]]:
+    """A broker, the centre, and the service with ten sensors, connected; stopped after."""
+    folder.mkdir(parents=True)
     try:
         with Mosquitto() as broker:
             centre = Centre(broker.port)
@@ -55,21 +101,13 @@ def one_run(
                 connected = centre.first_telemetry_after(0.0, 30)
                 if connected is None:
                     raise TimeoutError(f"no telemetry from the service:\n{service.log()}")
-                time.sleep(settle_s)
-                for _ in range(windows):
-                    _window(service, folder / "station.db", window_s, out)
-                idle = service.sample()
-                out.setdefault("rss_idle_mb", []).append(idle.hwm_kb / 1024)
-                out.setdefault("rss_idle_now_mb", []).append(idle.rss_kb / 1024)
-                for _ in range(outages):
-                    connected = _outage(broker, centre, connected, outage_s, stable_s, out)
+                yield broker, centre, service, connected
                 service.stop()
             finally:
                 service.kill()
                 centre.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return out
 
 
 def _window(service: Service, db: Path, seconds: float, out: dict[str, list[float]]) -> None:
@@ -91,7 +129,7 @@ def _outage(
     connected: float,
     outage_s: float,
     stable_s: float,
-    out: dict[str, list[float]],
+    recoveries: list[float],
 ) -> float:
     """Stop the broker for `outage_s`, start it again; returns when telemetry flows again."""
     time.sleep(max(0.0, connected + stable_s - time.monotonic()))
@@ -101,11 +139,36 @@ def _outage(
     if centre.first_telemetry_after(time.monotonic(), 10) is None:
         raise TimeoutError("no telemetry before the outage")
     broker.stop()
+    stopped = time.monotonic()
     time.sleep(outage_s)
-    broker.start()
+    broker.start()  # returns once the port answers (polled every 10 ms)
     up = time.monotonic()
-    flowing = centre.first_telemetry_after(up, 180)
+    # Nothing can arrive while the broker is down: the first telemetry after the stop is the
+    # backlog flowing. A station that got in between the port opening and `up` counts as 0.
+    flowing = centre.first_telemetry_after(stopped, 180)
     if flowing is None:
         raise TimeoutError("no telemetry within 180 s of the broker coming back")
-    out.setdefault("outage_recovery_s", []).append(flowing - up)
+    recoveries.append(max(0.0, flowing - up))
     return flowing
+
+
+def schedule_median(outage_s: float, samples: int = 20_000) -> float:
+    """The median recovery the back-off schedule alone predicts (gateway.sync.Backoff, defaults).
+
+    A reading to set the measured median against: each attempt is assumed to fail at once
+    while the broker is down and to succeed at once when it is up.
+    """
+    from gateway.config import MqttConfig
+    from gateway.sync import Backoff
+
+    mqtt = MqttConfig()
+    rng = random.Random(20_260_701)
+    backoff = Backoff(mqtt.reconnect_min_s, mqtt.reconnect_max_s, rng.random)
+    waits = []
+    for _ in range(samples):
+        t, attempt = 0.0, 0
+        while t < outage_s:
+            t += backoff.delay(attempt)
+            attempt += 1
+        waits.append(t - outage_s)
+    return statistics.median(waits)
