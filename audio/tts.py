@@ -33,8 +33,6 @@ import threading
 import unicodedata
 from pathlib import Path
 
-from pypinyin import Style, lazy_pinyin
-
 from audio.clips import BadAudio, decode_wav
 
 log = logging.getLogger(__name__)
@@ -85,6 +83,11 @@ def to_pinyin(text: str) -> str:
     marks; anything unspeakable (emoji, other scripts) is dropped.
     """
     spoken = _numbers_to_han(unicodedata.normalize("NFKC", text))
+    # Imported here, not at the top: pypinyin's dictionaries hold ~55 MB, which a station
+    # that never speaks text should not carry; the first render (in parallel with the
+    # pre-tone) pays the import once.
+    from pypinyin import Style, lazy_pinyin
+
     tokens = lazy_pinyin(
         spoken, style=Style.TONE3, neutral_tone_with_five=True, errors=_non_han_tokens
     )
