@@ -22,9 +22,11 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+_P = TypeVar("_P")  # an open port or instrument
 
 #: Numeric quantities (PROTOCOL.md §4) and the range a working sensor can report. Levels are
 #: relative to the gauge's zero (depth or stage), not an elevation above sea level.
@@ -194,6 +196,37 @@ class Driver(ABC):
     @abstractmethod
     def _run(self) -> None:
         """The worker: return (or raise) only when `self._stop` is set or something broke."""
+
+    def _keep_port_open(
+        self,
+        port: str,
+        open_port: Callable[[], _P | None],
+        use: Callable[[_P], None],
+        close: Callable[[_P], None],
+        backoff: Backoff,
+    ) -> None:
+        """Open the port, use it until it fails, close it, back off, again — until stopped.
+
+        A port that cannot be opened or fails in use is a ``port_unavailable`` fault; the
+        caller's `use` resets `backoff` once the port works. Serial errors are OSErrors.
+        """
+        while not self.stopping:
+            handle = open_port()
+            if handle is None:
+                self._fault(REASON_PORT_UNAVAILABLE)
+                self._wait(backoff.next())
+                continue
+            try:
+                use(handle)
+            except OSError as exc:
+                if self.stopping:
+                    return
+                log.warning("sensor %s: port %s failed: %s", self.name, port, exc)
+                self._count("port_errors")
+                self._fault(REASON_PORT_UNAVAILABLE)
+            finally:
+                close(handle)
+            self._wait(backoff.next())
 
     def _interrupt(self) -> None:  # noqa: B027 - an optional hook
         """Hook for `stop()`: unblock the worker (close a port, wake a wait)."""

@@ -38,7 +38,6 @@ from drivers.base import (
     REASON_BAD_FRAMES,
     REASON_DEVICE_ERROR,
     REASON_NO_DATA,
-    REASON_PORT_UNAVAILABLE,
     Backoff,
     Clock,
     Driver,
@@ -127,23 +126,7 @@ class ModbusLevelDriver(Driver):
     # -- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self.stopping:
-            instrument = self._open()
-            if instrument is None:
-                self._fault(REASON_PORT_UNAVAILABLE)
-                self._wait(self._backoff.next())
-                continue
-            try:
-                self._poll_forever(instrument)
-            except (serial.SerialException, OSError) as exc:
-                if self.stopping:
-                    return
-                log.warning("sensor %s: port %s failed: %s", self.name, self.port, exc)
-                self._count("port_errors")
-                self._fault(REASON_PORT_UNAVAILABLE)
-            finally:
-                _close(instrument)
-            self._wait(self._backoff.next())
+        self._keep_port_open(self.port, self._open, self._poll_forever, _close, self._backoff)
 
     def _open(self) -> minimalmodbus.Instrument | None:
         try:

@@ -25,7 +25,6 @@ import serial
 from drivers.base import (
     REASON_BAD_FRAMES,
     REASON_NO_DATA,
-    REASON_PORT_UNAVAILABLE,
     Backoff,
     Clock,
     Driver,
@@ -107,23 +106,9 @@ class SerialDriver(Driver):
     # -- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self.stopping:
-            port = self._open()
-            if port is None:
-                self._fault(REASON_PORT_UNAVAILABLE)
-                self._wait(self._backoff.next())
-                continue
-            try:
-                self._session(port)
-            except (serial.SerialException, OSError) as exc:
-                if self.stopping:
-                    return
-                log.warning("sensor %s: port %s failed: %s", self.name, self.port, exc)
-                self._count("port_errors")
-                self._fault(REASON_PORT_UNAVAILABLE)
-            finally:
-                self._close()
-            self._wait(self._backoff.next())
+        self._keep_port_open(
+            self.port, self._open, self._session, lambda _port: self._close(), self._backoff
+        )
 
     def _open(self) -> serial.Serial | None:
         try:

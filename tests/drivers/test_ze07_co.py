@@ -118,7 +118,7 @@ def ze07(make_driver, pty_port):
 
     def start(**params):
         driver = make_driver("ze07_co", port=pty_port.path, **params)
-        assert pty_port.read(want=9) in (SWITCH_TO_ACTIVE, SWITCH_TO_QA)
+        assert pty_port.read(timeout=5, want=9) in (SWITCH_TO_ACTIVE, SWITCH_TO_QA)
         return driver
 
     return start
@@ -126,7 +126,7 @@ def ze07(make_driver, pty_port):
 
 def test_active_mode_reports_ppm_and_sends_the_mode_switch(make_driver, pty_port, collector):
     driver = make_driver("ze07_co", "co-1", port=pty_port.path, timeout_s=5)
-    assert pty_port.read(want=9) == SWITCH_TO_ACTIVE  # sent once, on opening
+    assert pty_port.read(timeout=5, want=9) == SWITCH_TO_ACTIVE  # sent once, on opening
     pty_port.write(active_frame(123) + active_frame(40))
     readings = collector.wait_readings(2)
     assert [(r.sensor, r.quantity, r.value, r.flags) for r in readings] == [
@@ -141,7 +141,7 @@ def test_active_mode_reports_ppm_and_sends_the_mode_switch(make_driver, pty_port
 def test_qa_mode_switches_mode_then_polls(make_driver, pty_port, collector):
     assert pty_port.read(timeout=0.05) == b""
     make_driver("ze07_co", port=pty_port.path, mode="qa", poll_s=0.05, timeout_s=5)
-    assert pty_port.read(want=9) == SWITCH_TO_QA
+    assert pty_port.read(timeout=5, want=9) == SWITCH_TO_QA  # slow start under load
     responder = QaResponder(pty_port, tenths=355)
     try:
         readings = collector.wait_readings(3)
