@@ -103,6 +103,7 @@ clock = "synced"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+allow_plaintext = true
 {mqtt_extra}
 
 [storage]

@@ -112,7 +112,12 @@ def config(port: int, db: Path) -> Config:
     return Config.model_validate(
         {
             "station": {"id": STATION, "area": "371581001201"},
-            "mqtt": {"port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+            "mqtt": {
+                "port": port,
+                "allow_plaintext": True,
+                "reconnect_min_s": 0.2,
+                "reconnect_max_s": 1.0,
+            },
             "storage": {"path": db, "max_mb": 512},
         }
     )

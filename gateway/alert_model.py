@@ -169,6 +169,7 @@ class Alert(BaseModel):
     level: Level
     event: str
     areas: list[str]
+    stations: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
     text: str = ""
     clip: str | None = None
     audio: InlineAudio | None = None
@@ -296,6 +297,11 @@ def is_for_station(alert: Alert, station_area: str) -> bool:
     return any(code == ALL_AREAS or code in path for code in alert.areas)
 
 
+def names_station(alert: Alert, station_id: str) -> bool:
+    """True unless the alert's `stations` list is present and leaves this station out (§6.1)."""
+    return alert.stations is None or station_id in alert.stations
+
+
 class Timed(Protocol):
     """Anything with the §6.1 `sent` and `expires` times: alerts and commands."""
 
@@ -311,12 +317,29 @@ def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def check_time(item: Timed, now_ms: int, clock_synced: bool, max_skew_s: int) -> TimeCheck:
-    """PROTOCOL.md §6.1 time checks; skipped entirely while the clock is unsynced."""
-    if not clock_synced:
-        return "ok"
-    if epoch_ms(item.expires) <= now_ms:
+def effective_expiry_ms(item: Timed, max_lifetime_s: int | None = None) -> int:
+    """The earlier of `expires` and `sent` + the lifetime cap (PROTOCOL.md §6.1)."""
+    expires = epoch_ms(item.expires)
+    if max_lifetime_s is None:
+        return expires
+    return min(expires, epoch_ms(item.sent) + max_lifetime_s * 1000)
+
+
+def check_time(
+    item: Timed,
+    now_ms: int,
+    clock_synced: bool,
+    max_skew_s: int,
+    max_lifetime_s: int | None = None,
+) -> TimeCheck:
+    """PROTOCOL.md §6.1 time checks against `now_ms`.
+
+    `now_ms` is the time floor's now (gateway/time_floor.py): the clock while it is
+    synced, else the later of the clock and the floor. Expiry is checked either way;
+    `from_future` only while the clock is synced.
+    """
+    if effective_expiry_ms(item, max_lifetime_s) <= now_ms:
         return "expired"
-    if epoch_ms(item.sent) > now_ms + max_skew_s * 1000:
+    if clock_synced and epoch_ms(item.sent) > now_ms + max_skew_s * 1000:
         return "from_future"
     return "ok"

@@ -132,6 +132,17 @@ def _referenced_ids(value: str, alert_id: str | None) -> list[str]:
     return ids
 
 
+def _stations(cap: _CapReader, root: ET.Element) -> list[str] | None:
+    """`<scope>Private</scope>` with `<addresses>` names the stations (PROTOCOL.md §6.2).
+
+    Addresses are space separated (CAP 1.2 §3.2.1); a station id has no spaces, so a
+    quoted address with spaces names no station. Other scopes name none: None.
+    """
+    if cap.text(root, "scope").casefold() != "private":
+        return None
+    return [address.strip('"') for address in cap.text(root, "addresses").split()]
+
+
 def _chosen_info(cap: _CapReader, root: ET.Element) -> ET.Element | None:
     infos = cap.all(root, "info")
     for info in infos:
@@ -210,6 +221,7 @@ def parse_cap(payload: bytes) -> Alert:
         "msg_type": msg_type,
         "status": cap.text(root, "status").casefold(),
         "references": _referenced_ids(cap.text(root, "references"), alert_id),
+        "stations": _stations(cap, root),
     }
     if info is None:
         fields.update(_no_info_fields(msg_type, sent, alert_id))
@@ -271,9 +283,11 @@ def build_cap(alert: Alert) -> bytes:
         ("sent", sent),
         ("status", alert.status.capitalize()),
         ("msgType", alert.msg_type.capitalize()),
-        ("scope", "Public"),
+        ("scope", "Public" if alert.stations is None else "Private"),
     ):
         _sub(root, name, text)
+    if alert.stations is not None:
+        _sub(root, "addresses", " ".join(alert.stations))
     if alert.references:
         refs = " ".join(f"{alert.sender},{ref},{sent}" for ref in alert.references)
         _sub(root, "references", refs)

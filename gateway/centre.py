@@ -54,6 +54,7 @@ class AlertSpec:
     references: tuple[str, ...] = ()
     alert_id: str | None = None
     expires_in_s: int = DEFAULT_EXPIRES_IN_S
+    station: str | None = None
 
 
 def parse_broker(value: str) -> tuple[str, int]:
@@ -85,6 +86,7 @@ def build_alert(spec: AlertSpec, now: datetime) -> Alert:
         "level": spec.level,
         "event": spec.event,
         "areas": [area],
+        "stations": None if spec.station is None else [spec.station],
         "text": spec.text,
         "clip": spec.clip,
         "tone": spec.tone,
@@ -237,7 +239,7 @@ class _CentreClient:
         info = self.client.publish(topic, payload, qos=1)
         info.wait_for_publish(PUBLISH_TIMEOUT_S)
         if not info.is_published():
-            raise CentreError(f"broker {self.host}:{self.port} did not acknowledge the alert")
+            raise CentreError(f"broker {self.host}:{self.port} did not acknowledge the message")
 
     def collected(self) -> list[tuple[str, bytes]]:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Command-line face of the centre tool: `cunxiang keygen` and `cunxiang alert send`.
+"""Command-line face of the centre tool: `cunxiang keygen`, `alert send` and `command send`.
 
 These are plain click commands; gateway/cli.py registers them on the main
 `cunxiang` group (DESIGN.md command table).
@@ -6,8 +6,10 @@ These are plain click commands; gateway/cli.py registers them on the main
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
+from typing import get_args
 
 import click
 
@@ -23,6 +25,15 @@ from gateway.centre import (
     render_table,
     seal_alert,
 )
+from gateway.centre_commands import (
+    DEFAULT_COMMAND_EXPIRES_IN_S,
+    CommandSpec,
+    build_command,
+    parse_args,
+    seal_command,
+    send_and_wait,
+)
+from gateway.command_model import CommandName
 from gateway.keys import generate_keypair, load_private_key
 
 LEVELS = ("red", "orange", "yellow", "blue")
@@ -104,7 +115,11 @@ def _references(values: tuple[str, ...]) -> tuple[str, ...]:
     show_default=True,
     help="Seconds until the alert expires.",
 )
-@click.option("--station", default=None, help="Send to this one station only.")
+@click.option(
+    "--station",
+    default=None,
+    help="Send to this one station only (its topic, and `stations` in the alert).",
+)
 def send(
     broker: str,
     key_file: Path,
@@ -146,6 +161,7 @@ def send(
         references=_references(references),
         alert_id=alert_id,
         expires_in_s=expires_in,
+        station=station,
     )
     try:
         private_key = load_private_key(key_file)
@@ -162,3 +178,74 @@ def send(
         raise click.ClickException(str(exc)) from None
     click.echo(f"published {built.id} ({'cap' if as_cap else 'json'}) on {topic}")
     click.echo(render_table(stations))
+
+
+@click.group("command")
+def command() -> None:
+    """The centre's station commands (PROTOCOL.md §8)."""
+
+
+@command.command("send")
+@click.option("--broker", required=True, help="HOST:PORT of the centre's MQTT broker.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file made by `cunxiang keygen`.",
+)
+@click.option("--key-name", required=True, help="The key's name in the stations' trusted_keys.")
+@click.option("--station", required=True, help="The station id the command is for.")
+@click.option("--topic-prefix", default=DEFAULT_PREFIX, show_default=True)
+@click.option("--id", "command_id", default=None, help="Command id (default: a new one).")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(min=1),
+    default=DEFAULT_COMMAND_EXPIRES_IN_S,
+    show_default=True,
+    help="Seconds until the command expires (stations refuse more than their "
+    "security.max_command_lifetime_s, default 600).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the response.",
+)
+@click.argument("cmd", type=click.Choice(get_args(CommandName)))
+@click.argument("args", nargs=-1)
+def send_command(
+    broker: str,
+    key_file: Path,
+    key_name: str,
+    station: str,
+    topic_prefix: str,
+    command_id: str | None,
+    expires_in: int,
+    wait_s: float,
+    cmd: str,
+    args: tuple[str, ...],
+) -> None:
+    """Sign and send one command (ARGS: name=value ... or one JSON object); print its response."""
+    try:
+        private_key = load_private_key(key_file)
+        spec = CommandSpec(station, cmd, parse_args(args), command_id, expires_in)
+        payload = build_command(spec, datetime.now().astimezone())
+    except (ValueError, OSError, CentreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except PayloadError as exc:
+        raise click.ClickException(f"invalid command: {exc.detail}") from None
+    sent_id = json.loads(payload)["id"]
+    envelope = seal_command(payload, key_name, private_key)
+    try:
+        response = send_and_wait(broker, topic_prefix, station, envelope, sent_id, wait_s)
+    except CentreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"published {cmd} {sent_id} to {station}")
+    if response is None:
+        raise click.ClickException(f"no response from {station} within {wait_s:g} s")
+    click.echo(json.dumps(response, ensure_ascii=False, indent=2))
+    if response.get("ok") is not True:
+        raise SystemExit(1)

@@ -1,8 +1,11 @@
 """Commands from the centre (PROTOCOL.md §8): the payload of a `command` envelope.
 
 Commands get the same id and time checks as alerts (`check_time` in
-gateway/alert_model.py works on both). Arguments are checked here, per
-command, so the code that runs a command can trust them.
+gateway/alert_model.py works on both). Revision 2 binds each command to its
+target (`station`, required) and caps its lifetime (`expires` − `sent` at most
+`security.max_command_lifetime_s`, else `bad_payload`), so a captured command
+can neither be replayed onto another station nor kept for later. Arguments
+are checked here, per command, so the code that runs a command can trust them.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Command(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
     id: str
+    station: Annotated[str, Field(min_length=1, max_length=64)]
     sent: AwareDatetime
     expires: AwareDatetime
     cmd: CommandName
@@ -84,13 +88,24 @@ class Command(BaseModel):
         return self
 
 
-def parse_command(payload: bytes) -> Command:
-    """Parse a verified command payload (PROTOCOL.md §8) or raise PayloadError."""
+def parse_command(payload: bytes, max_lifetime_s: int | None = None) -> Command:
+    """Parse a verified command payload (PROTOCOL.md §8) or raise PayloadError.
+
+    With `max_lifetime_s`, a command whose `expires` − `sent` exceeds it is `bad_payload`.
+    """
     try:
-        return Command.model_validate_json(payload)
+        command = Command.model_validate_json(payload)
     except ValidationError as exc:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'command'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise PayloadError("bad_payload", detail, readable_id(payload)) from None
+    lifetime = (command.expires - command.sent).total_seconds()
+    if max_lifetime_s is not None and lifetime > max_lifetime_s:
+        raise PayloadError(
+            "bad_payload",
+            f"expires - sent is {lifetime:g} s, more than the {max_lifetime_s} s allowed",
+            command.id,
+        )
+    return command

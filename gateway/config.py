@@ -31,6 +31,7 @@ from pydantic import (
 
 from drivers.base import BOOLEAN_QUANTITIES
 from gateway.keys import decode_public_key
+from gateway.scope import TRUSTED_KEY_FORMS, KeyScope, TrustedKeyValue, key_scopes
 
 LEVELS = ("red", "orange", "yellow", "blue")
 Level = Literal["red", "orange", "yellow", "blue"]
@@ -64,6 +65,9 @@ class MqttConfig(_Section):
     username: str = ""
     password_file: Path | None = None
     tls: bool = False
+    allow_plaintext: bool = Field(
+        False, description="tls = false is refused unless this is true (PROTOCOL.md §2)"
+    )
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -100,12 +104,18 @@ class SecurityConfig(_Section):
 
     max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_clock_skew_s: int = Field(300, ge=0)
+    max_alert_lifetime_s: int = Field(604800, ge=60, description="PROTOCOL.md §6.1")
+    max_command_lifetime_s: int = Field(600, ge=10, description="PROTOCOL.md §8")
     allow_test_sound: bool = False
-    trusted_keys: dict[str, str] = Field(default_factory=dict)
+    trusted_keys: dict[str, TrustedKeyValue] = Field(default_factory=dict)
 
     def public_keys(self) -> dict[str, bytes]:
         """Key name to raw 32-byte Ed25519 public key (validated at load)."""
-        return {name: decode_public_key(value) for name, value in self.trusted_keys.items()}
+        return {name: scope.public_key for name, scope in self.key_scopes().items()}
+
+    def key_scopes(self) -> dict[str, KeyScope]:
+        """Key name to what the key may sign and for which areas (PROTOCOL.md §6)."""
+        return key_scopes(self.trusted_keys)
 
 
 DEFAULT_TONE: dict[Level, Tone] = {
@@ -468,7 +478,7 @@ class _Reader:
 
 
 def _is_union_tag(part: str | int) -> bool:
-    return isinstance(part, str) and part in SENSOR_MODELS
+    return isinstance(part, str) and (part in SENSOR_MODELS or part in TRUSTED_KEY_FORMS)
 
 
 def _read_sensor(reader: _Reader, index: int, raw: Any) -> _Sensor | None:
@@ -551,6 +561,12 @@ def _resolve_paths(reader: _Reader, parts: dict[str, Any], base: Path) -> None:
         }
         for key, file in update.items():
             _check_file(reader, ("mqtt", key), file)
+        if not mqtt.tls and not mqtt.allow_plaintext:
+            reader.problem(
+                ("mqtt", "allow_plaintext"),
+                "mqtt.tls = false would send everything unencrypted; set mqtt.tls = true "
+                "(with mqtt.ca_file), or set mqtt.allow_plaintext = true to accept plaintext",
+            )
         if mqtt.tls and update["ca_file"] is None:
             reader.problem(
                 ("mqtt", "ca_file"), "tls = true needs ca_file (the centre's CA certificate)"
@@ -659,6 +675,8 @@ def _check_keys(reader: _Reader, parts: dict[str, Any]) -> None:
     if security is None:
         return
     for name, value in security.trusted_keys.items():
+        if not isinstance(value, str):
+            continue  # a table's key was decoded by its model
         try:
             decode_public_key(value)
         except ValueError as exc:

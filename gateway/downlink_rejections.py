@@ -25,6 +25,8 @@ REASONS: frozenset[str] = frozenset(
         "bad_payload",
         "unsupported_status",
         "not_for_this_area",
+        "not_for_this_station",
+        "not_authorised",
         "from_future",
         "unknown_clip",
         "bad_audio",

@@ -1,8 +1,9 @@
 """Signed downlink envelopes (PROTOCOL.md §6): the only door a downlink message has.
 
 A downlink MQTT payload is a small JSON object carrying a base64 payload and an
-Ed25519 signature over the exact payload bytes. `open_envelope` checks, in this
-order, and stops at the first failure:
+Ed25519 signature over ``b"cx1:" + type + b":" + payload`` (revision 2: the
+type is signed too, so a payload signed as a command never verifies as an
+alert). `open_envelope` checks, in this order, and stops at the first failure:
 
 1. the raw size, before any decoding: a message larger than a maximal payload
    could ever be once base64-encoded and wrapped is ``too_large`` unread;
@@ -11,7 +12,7 @@ order, and stops at the first failure:
    canonical base64 (``bad_envelope``);
 3. the decoded payload size (``too_large``);
 4. the key name is in the trust list (``unknown_key``);
-5. the signature verifies over the payload bytes (``bad_signature``).
+5. the signature verifies over the type and the payload bytes (``bad_signature``).
 
 Nothing looks at the payload before step 5 has passed. `seal` is the centre's
 side of the same format, used by the centre tool and by the tests.
@@ -33,8 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-EnvelopeType = Literal["alert", "cap", "command"]
-ENVELOPE_TYPES: frozenset[str] = frozenset({"alert", "cap", "command"})
+EnvelopeType = Literal["alert", "cap", "command", "programme"]
+ENVELOPE_TYPES: frozenset[str] = frozenset({"alert", "cap", "command", "programme"})
+#: The signed message starts with this, then the type, then ":" (PROTOCOL.md §6).
+SIGNATURE_CONTEXT = b"cx1:"
 SUPPORTED_ALGS: frozenset[str] = frozenset({"ed25519"})
 REQUIRED_FIELDS: frozenset[str] = frozenset({"key", "type", "payload", "sig"})
 OPTIONAL_FIELDS: frozenset[str] = frozenset({"alg"})
@@ -123,9 +126,14 @@ def _b64_field(fields: dict[str, str], name: str) -> bytes:
         raise EnvelopeError("bad_envelope", f"field {name!r}: {exc}", fields["key"]) from None
 
 
-def _verify(key_name: str, public_key: bytes, payload: bytes, sig: bytes) -> None:
+def signed_bytes(type_: str, payload: bytes) -> bytes:
+    """What the signature covers: ``b"cx1:" + type + b":" + payload`` (PROTOCOL.md §6)."""
+    return SIGNATURE_CONTEXT + type_.encode("ascii") + b":" + payload
+
+
+def _verify(key_name: str, public_key: bytes, message: bytes, sig: bytes) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, payload)
+        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, message)
     except (InvalidSignature, ValueError):
         raise EnvelopeError("bad_signature", "signature does not verify", key_name) from None
 
@@ -154,18 +162,18 @@ def open_envelope(raw: bytes, trusted: Mapping[str, bytes], max_payload_bytes: i
     public_key = trusted.get(key_name)
     if public_key is None:
         raise EnvelopeError("unknown_key", f"key {key_name!r} is not trusted", key_name)
-    _verify(key_name, public_key, payload, sig)
+    _verify(key_name, public_key, signed_bytes(type_, payload), sig)
     return Envelope(key=key_name, type=cast(EnvelopeType, type_), payload=payload)
 
 
 def seal(payload: bytes, type_: str, key_name: str, private_key: Ed25519PrivateKey) -> bytes:
-    """Sign `payload` and wrap it in an envelope (the centre's side)."""
+    """Sign `type_` and `payload` and wrap them in an envelope (the centre's side)."""
     if type_ not in ENVELOPE_TYPES:
         raise ValueError(f"envelope type must be one of {sorted(ENVELOPE_TYPES)}, not {type_!r}")
     envelope = {
         "key": key_name,
         "type": type_,
         "payload": base64.b64encode(payload).decode("ascii"),
-        "sig": base64.b64encode(private_key.sign(payload)).decode("ascii"),
+        "sig": base64.b64encode(private_key.sign(signed_bytes(type_, payload))).decode("ascii"),
     }
     return json.dumps(envelope, ensure_ascii=False).encode("utf-8")

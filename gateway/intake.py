@@ -9,7 +9,11 @@ for an envelope failure, a `rejected`/`expired` receipt for a verified payload
 that is wrong — and never makes a sound.
 
 Accepted alerts are written to the alert log before the first receipt, so a
-restart resumes them (§9) and a replayed id never plays twice (§6.1).
+restart resumes them (§9) and a replayed id never plays twice (§6.1). Revision 2
+checks, besides the signature, that the key may send what it sent where it sent
+it (gateway/scope.py), that the message names this station, and its times
+against the persisted time floor (gateway/time_floor.py); ids are per key
+(gateway/alert_ids.py).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any, Protocol
 from audio.broadcast_queue import Broadcast, BroadcastQueue
 from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
 from audio.tts import Tts, TtsUnavailable
+from gateway.alert_ids import command_log_id, is_reserved, log_id, public_id, reachable
 from gateway.alert_model import (
     Alert,
     PayloadError,
     check_time,
+    effective_expiry_ms,
     epoch_ms,
     is_for_station,
+    names_station,
     parse_alert_json,
 )
 from gateway.cap import parse_cap
@@ -39,6 +46,7 @@ from gateway.downlink_rejections import RejectionFolder
 from gateway.envelope import Envelope, EnvelopeError, open_envelope
 from gateway.rules import RuleEvent
 from gateway.store import Store
+from gateway.time_floor import TimeFloor
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,6 @@ log = logging.getLogger(__name__)
 UNFINISHED = ("received", "queued", "playing", "interrupted")
 #: Longest untrusted string (an unknown key name) copied into an event.
 MAX_UNTRUSTED_CHARS = 128
-#: Alert-log ids the station gives its own entries; a central alert may not use them.
-RESERVED_ID_PREFIXES = ("local:", "cmd:")
 #: How long a local alarm broadcast stays worth playing after a restart.
 LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
@@ -98,7 +104,9 @@ class Intake:
         self.state = state
         self.last_readings = last_readings
         self.rate = rate
-        self.trusted = config.security.public_keys()
+        self.scopes = config.security.key_scopes()
+        self.trusted = {name: scope.public_key for name, scope in self.scopes.items()}
+        self.floor = TimeFloor(store, clock)
         self.rejections = RejectionFolder()
         self.tts = Tts(
             config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
@@ -129,14 +137,16 @@ class Intake:
             self._reject_downlink(exc.reason, topic, exc.key, payload, str(exc))
             return
         on_cmd_topic = topic == self._station_cmd
-        if (envelope.type == "command") != on_cmd_topic:
+        on_alert_topic = topic == self._station_alert or topic.startswith(self._area_prefix)
+        if envelope.type == "command" and on_cmd_topic:
+            self._command(envelope, topic, payload)
+        elif envelope.type in ("alert", "cap") and on_alert_topic:
+            self._alert(envelope, topic, payload)
+        else:
+            # A type on the wrong topic (§6): a command relabelled for an alert topic, a
+            # programme anywhere but a programme topic, ...
             detail = f"a {envelope.type} envelope does not belong on {topic}"
             self._reject_downlink("bad_envelope", topic, envelope.key, payload, detail)
-            return
-        if on_cmd_topic:
-            self._command(envelope, topic, payload)
-        else:
-            self._alert(envelope, topic, payload)
 
     def _reject_downlink(
         self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
@@ -174,26 +184,49 @@ class Intake:
         except PayloadError as exc:
             self._payload_error(exc, topic, envelope.key, raw)
             return
-        if alert.id.startswith(RESERVED_ID_PREFIXES):
-            # The station's own log names local broadcasts and commands this way.
+        if is_reserved(alert.id) or any(is_reserved(ref) for ref in alert.references):
+            # The station's own ids (local broadcasts, commands, programmes, the microphone):
+            # the centre stops a local broadcast with `cancel_all` (§6.1).
             self._receipt(alert.id, "rejected", {"reason": "bad_payload"})
             return
-        if not is_for_station(alert, self.config.station.area):
+        for_area = is_for_station(alert, self.config.station.area)
+        if not for_area or not names_station(alert, self.config.station.id):
+            reason = "not_for_this_area" if not for_area else "not_for_this_station"
             if topic == self._station_alert:
-                self._receipt(alert.id, "rejected", {"reason": "not_for_this_area"})
+                self._receipt(alert.id, "rejected", {"reason": reason})
             else:
-                log.debug("alert %s is for %s, not this station", alert.id, alert.areas)
+                log.debug(
+                    "alert %s is for %s / %s, not this station",
+                    alert.id,
+                    alert.areas,
+                    alert.stations,
+                )
             return
-        if self.store.alert_record(alert.id) is not None:
+        scope = self.scopes[envelope.key]
+        if not (scope.may(envelope.type) and scope.covers(alert.areas)):
+            log.warning(
+                "alert %s: key %s may not send it (%s to %s)",
+                alert.id,
+                envelope.key,
+                envelope.type,
+                alert.areas,
+            )
+            self._receipt(alert.id, "rejected", {"reason": "not_authorised"})
+            return
+        if self.store.alert_record(log_id(envelope.key, alert.id)) is not None:
             # Before the time checks: a replay gets no new receipt, not even `expired` (§6.1).
             log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
             return
-        synced = self.clock.synced()
+        synced = self.floor.synced()
         verdict = check_time(
-            alert, self.clock.now_ms(), synced, self.config.security.max_clock_skew_s
+            alert,
+            self.floor.now_ms(),
+            synced,
+            self.config.security.max_clock_skew_s,
+            self.config.security.max_alert_lifetime_s,
         )
         if verdict == "expired":
-            self._receipt(alert.id, "expired", {})
+            self._receipt(alert.id, "expired", {} if synced else {"clock_unsynced": True})
             return
         if verdict == "from_future":
             self._receipt(alert.id, "rejected", {"reason": "from_future"})
@@ -220,7 +253,8 @@ class Intake:
         synced: bool,
         speech: Callable[[], bytes] | None,
     ) -> None:
-        level = self._level_of(alert)
+        entry = log_id(envelope.key, alert.id)
+        level = self._level_of(alert, envelope.key)
         record = {
             "kind": "central",
             "format": envelope.type,
@@ -230,14 +264,15 @@ class Intake:
             else None,
             "alert": alert.model_dump(mode="json"),
             "level": level,
-            "expires_ms": epoch_ms(alert.expires),
+            "expires_ms": effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
             "silent": alert.status == "test" and not self.config.security.allow_test_sound,
         }
-        if not self.store.remember_alert(alert.id, record):
+        if not self.store.remember_alert(entry, record):
             log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
             return
+        self.floor.accepted(epoch_ms(alert.sent))
         if not synced:
-            self._unsynced_alerts.add(alert.id)
+            self._unsynced_alerts.add(entry)
         log.info(
             "alert %s accepted: %s %s %s from %s (key %s)",
             alert.id,
@@ -247,33 +282,42 @@ class Intake:
             alert.sender,
             envelope.key,
         )
-        self._receipt(alert.id, "received", {})
-        self._apply_references(alert)
+        self._entry_receipt(entry, "received", {})
+        self._apply_references(alert, envelope.key)
         if alert.msg_type != "alert" and speech is None:
-            self.store.set_alert_state(alert.id, "played")
+            self.store.set_alert_state(entry, "played")
             return
-        self.queue.submit(self._broadcast(alert.id, alert, level, record, speech))
+        self.queue.submit(self._broadcast(entry, alert, level, record, speech))
 
-    def _level_of(self, alert: Alert) -> str:
+    def _referenced(self, alert: Alert, key: str) -> list[tuple[str, dict[str, Any]]]:
+        """Log entries the references reach: the key's own alerts, any key's with `override`."""
+        override = self.scopes[key].may("override")
+        found = []
+        for ref in alert.references:
+            for entry in reachable(ref, key, self.scopes, override):
+                record = self.store.alert_record(entry)
+                if record is not None:
+                    found.append((entry, record))
+        return found
+
+    def _level_of(self, alert: Alert, key: str) -> str:
         """An update or cancel plays at the level of the alert it replaces (PROTOCOL.md §6.1)."""
         if alert.msg_type == "alert":
             return alert.level
-        known = [self.store.alert_record(ref) for ref in alert.references]
-        levels = [str(r["level"]) for r in known if r is not None]
+        levels = [str(record["level"]) for _, record in self._referenced(alert, key)]
         return min(levels, key=LEVEL_RANK.__getitem__, default=alert.level)
 
-    def _apply_references(self, alert: Alert) -> None:
+    def _apply_references(self, alert: Alert, key: str) -> None:
         if alert.msg_type == "alert":
             return
         status = "cancelled" if alert.msg_type == "cancel" else "superseded"
-        for ref in alert.references:
-            record = self.store.alert_record(ref)
-            if record is None or record.get("state") not in UNFINISHED:
+        for entry, record in self._referenced(alert, key):
+            if record.get("state") not in UNFINISHED:
                 continue
-            if self.queue.cancel(ref):
-                self._replaced.add(ref)
-            self.store.set_alert_state(ref, status)
-            self._receipt(ref, status, {"by": alert.id})
+            if self.queue.cancel(entry):
+                self._replaced.add(entry)
+            self.store.set_alert_state(entry, status)
+            self._entry_receipt(entry, status, {"by": alert.id})
 
     def _broadcast(
         self,
@@ -346,7 +390,7 @@ class Intake:
             "text": getattr(spec, "text", None),
             "clip": getattr(spec, "clip", None),
             "repeat": getattr(spec, "repeat", None),
-            "expires_ms": self.clock.now_ms() + LOCAL_BROADCAST_TTL_MS,
+            "expires_ms": self.floor.now_ms() + LOCAL_BROADCAST_TTL_MS,
             "silent": False,
         }
         if not self.store.remember_alert(broadcast_id, record):
@@ -390,9 +434,9 @@ class Intake:
                 # answer and may send a new command; running it twice is worse.
                 self.store.set_alert_state(broadcast_id, "done")
                 continue
-            if int(record["expires_ms"]) <= self.clock.now_ms() and self.clock.synced():
+            if int(record["expires_ms"]) <= self.floor.now_ms():
                 self.store.set_alert_state(broadcast_id, "expired")
-                self._receipt(broadcast_id, "expired", {})
+                self._entry_receipt(broadcast_id, "expired", {})
                 continue
             log.info("resuming broadcast %s after a restart", broadcast_id)
             if record.get("kind") == "local":
@@ -405,7 +449,7 @@ class Intake:
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
                 self.store.set_alert_state(broadcast_id, "failed")
-                self._receipt(broadcast_id, "failed", {"reason": "bad_payload"})
+                self._entry_receipt(broadcast_id, "failed", {"reason": "bad_payload"})
                 continue
             self.queue.submit(
                 self._broadcast(broadcast_id, alert, str(record["level"]), record, speech)
@@ -422,13 +466,17 @@ class Intake:
             self._replaced.discard(broadcast_id)
             return
         self.store.set_alert_state(broadcast_id, status)
-        self._receipt(broadcast_id, status, dict(extra))
+        self._entry_receipt(broadcast_id, status, dict(extra))
         if status in ("playing", "played", "failed", "interrupted", "cancelled"):
             self.uplink.state_changed()
 
-    def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
-        if alert_id in self._unsynced_alerts:
+    def _entry_receipt(self, entry: str, status: str, fields: dict[str, Any]) -> None:
+        """A receipt about an alert-log entry (it names the alert's own id, not the key's)."""
+        if entry in self._unsynced_alerts:
             fields["clock_unsynced"] = True
+        self._receipt(public_id(entry), status, fields)
+
+    def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
         self.store.add_receipt(alert_id, status, fields)
         log.info("receipt %s %s %s", alert_id, status, fields or "")
         self.uplink.wake()
@@ -436,31 +484,49 @@ class Intake:
     # -- commands ----------------------------------------------------------------------------
 
     def _command(self, envelope: Envelope, topic: str, raw: bytes) -> None:
+        security = self.config.security
         try:
-            command = parse_command(envelope.payload)
+            command = parse_command(envelope.payload, security.max_command_lifetime_s)
         except PayloadError as exc:
             if exc.alert_id is None:
                 self._reject_downlink(exc.reason, topic, envelope.key, raw, str(exc))
             else:
+                log.warning("command %s refused (%s): %s", exc.alert_id, exc.reason, exc.detail)
                 self._respond(exc.alert_id, error=exc.reason)
             return
+        error = self._command_refusal(command, envelope.key)
+        if error is not None:
+            log.warning("command %s refused: %s", command.id, error)
+            self._respond(command.id, error=error)
+            return
         # Remembered before the time checks: a replay is never answered, even once expired (§8).
-        if not self.store.remember_alert(f"cmd:{command.id}", {"kind": "command", "expires_ms": 0}):
+        entry = command_log_id(envelope.key, command.id)
+        if not self.store.remember_alert(entry, {"kind": "command", "expires_ms": 0}):
             log.info("command %s was answered before: ignored", command.id)
             return
-        self.store.set_alert_state(f"cmd:{command.id}", "done")
-        verdict = check_time(
-            command,
-            self.clock.now_ms(),
-            self.clock.synced(),
-            self.config.security.max_clock_skew_s,
-        )
+        self.store.set_alert_state(entry, "done")
+        synced = self.floor.synced()
+        verdict = check_time(command, self.floor.now_ms(), synced, security.max_clock_skew_s)
+        if verdict == "ok" and not synced and epoch_ms(command.sent) <= self.floor.floor_ms:
+            # Unsynced, the clock cannot say how old it is: only one newer than anything
+            # accepted so far (and than this release) may run (§8).
+            verdict = "expired"
         if verdict != "ok":
             log.warning("command %s refused: %s", command.id, verdict)
             self._respond(command.id, error=verdict)
             return
+        self.floor.accepted(epoch_ms(command.sent))
         log.info("command %s: %s %s (key %s)", command.id, command.cmd, command.args, envelope.key)
         self._run_command(command)
+
+    def _command_refusal(self, command: Command, key: str) -> str | None:
+        """Why a verified command may not run here: another station's, or outside its key."""
+        if command.station != self.config.station.id:
+            return "not_for_this_station"
+        scope = self.scopes[key]
+        if not (scope.may("command") and scope.covers([self.config.station.area])):
+            return "not_authorised"
+        return None
 
     def _run_command(self, command: Command) -> None:
         if command.cmd == "status":
@@ -515,9 +581,14 @@ class Intake:
     # -- timers ------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> None:
-        """Publish folded `downlink_rejected` events whose minute has ended."""
+        """Publish folded `downlink_rejected` events whose minute has ended; keep the floor."""
         for event in self.rejections.due(now_ms):
             self._event(event)
+        self.floor.tick()
+
+    def stop(self) -> None:
+        """At a clean stop: save the time floor (§6.1)."""
+        self.floor.tick(force=True)
 
 
 LEVEL_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}

@@ -147,6 +147,7 @@ class Station:
         self.queue.close()
         self.amp.close()
         self.player.close()
+        self.intake.stop()
         self.store.set_status(broker_connected=False, running=False)
         self.store.close()
         log.info("stopped")

@@ -20,7 +20,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway import __version__, store_schema
+from gateway import __version__, store_schema, time_floor
 from gateway.store import SeqRanges, alert_item, now_ms
 
 
@@ -44,6 +44,7 @@ class StationStatus:
     faults: dict[str, dict[str, object]] = field(default_factory=dict)
     alerts: list[dict[str, object]] = field(default_factory=list)
     receipts: list[dict[str, object]] = field(default_factory=list)
+    time_floor_ms: int | None = None
 
     def sensors(self) -> dict[str, str]:
         """Sensor name → ``ok`` or ``fault`` (the service's view if it runs, else the events')."""
@@ -148,7 +149,15 @@ def _read(
         faults=json.loads(state.get("faults", "{}")),
         alerts=alert_items[:n_alerts],
         receipts=[json.loads(f'{{"seq":{s},"ts":{t},{b}}}') for s, t, b in receipt_rows],
+        time_floor_ms=_int_or_none(state.get(time_floor.STATE_KEY)),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
 
 
 def state_json(status: StationStatus, area: str) -> dict[str, object]:
@@ -163,6 +172,7 @@ def state_json(status: StationStatus, area: str) -> dict[str, object]:
         "backlog": status.backlog,
         "oldest_unsent_ts": status.oldest_unsent_ts,
         "clock_synced": recorded.get("clock_synced"),
+        "time_floor_ts": status.time_floor_ms,
         "audio": recorded.get("audio"),
         "sensors": status.sensors(),
         "station": status.station_id,
@@ -186,6 +196,13 @@ def _when(ts: object, now: int) -> str:
         return "never"
     local = dt.datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
     return f"{local} ({_ago(now - ts)})"
+
+
+def _floor(ts: int | None) -> str:
+    """The time floor (docs/protocol.md §6.1) in UTC: messages that expired before it are old."""
+    if ts is None:
+        return "not set"
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _ago(ms: int) -> str:
@@ -219,7 +236,7 @@ def render(status: StationStatus, area: str) -> str:
     )
     lines.append(
         f"Clock:     {'synced' if rec.get('clock_synced') else 'NOT synced'} · "
-        f"audio: {rec.get('audio', '?')}"
+        f"time floor: {_floor(status.time_floor_ms)} · audio: {rec.get('audio', '?')}"
     )
     lines += ["", *_sensor_lines(status), "", *_alert_lines(status), "", *_receipt_lines(status)]
     return "\n".join(lines)

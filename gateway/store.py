@@ -856,6 +856,19 @@ class Store:
         with self._mem_lock:
             return dict(self._status)
 
+    def state_value(self, key: str) -> str | None:
+        """One row of the `state` table (e.g. the time floor), or None."""
+        with self._read_lock:
+            row = self._reader_db.execute(
+                "SELECT value FROM state WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_state_value(self, key: str, value: str) -> None:
+        """Write one row of the `state` table; committed before it returns."""
+        with self._lock:
+            self._db.execute(SAVE_STATE, (key, value))
+
     # --- what is unsent -------------------------------------------------------------------------
 
     @property

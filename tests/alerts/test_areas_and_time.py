@@ -118,12 +118,26 @@ def test_time_checks(sent_offset_s: int, expires_offset_s: int, expected: str) -
     assert check_time(alert, NOW_MS, clock_synced=True, max_skew_s=SKEW_S) == expected
 
 
-@pytest.mark.parametrize("offsets", [(-7200, -60), (3600, 7200), (0, 60)])
-def test_unsynced_clock_skips_time_checks(offsets: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("offsets", "expected"),
+    [((-7200, -60), "expired"), ((3600, 7200), "ok"), ((0, 60), "ok")],
+)
+def test_unsynced_clock_checks_expiry_but_not_the_future(
+    offsets: tuple[int, int], expected: str
+) -> None:
+    """Revision 2 (§6.1): `now` is then max(clock, time floor); only `from_future` is skipped."""
     alert = parse_alert_json(
         timed_alert(NOW + timedelta(seconds=offsets[0]), NOW + timedelta(seconds=offsets[1]))
     )
-    assert check_time(alert, NOW_MS, clock_synced=False, max_skew_s=SKEW_S) == "ok"
+    assert check_time(alert, NOW_MS, clock_synced=False, max_skew_s=SKEW_S) == expected
+
+
+def test_lifetime_cap_shortens_expiry() -> None:
+    alert = parse_alert_json(timed_alert(NOW - timedelta(hours=2), NOW + timedelta(days=30)))
+    assert check_time(alert, NOW_MS, True, SKEW_S) == "ok"
+    assert check_time(alert, NOW_MS, True, SKEW_S, max_lifetime_s=3 * 3600) == "ok"
+    assert check_time(alert, NOW_MS, True, SKEW_S, max_lifetime_s=3600) == "expired"
+    assert check_time(alert, NOW_MS, False, SKEW_S, max_lifetime_s=7200) == "expired"
 
 
 def test_time_zones_are_compared_as_instants() -> None:
@@ -135,9 +149,9 @@ def test_time_zones_are_compared_as_instants() -> None:
 
 def test_commands_get_the_same_time_checks() -> None:
     command = parse_command(
-        b'{"id": "c-1", "sent": "2026-07-01T08:10:00+08:00",'
+        b'{"id": "c-1", "station": "s-1", "sent": "2026-07-01T08:10:00+08:00",'
         b' "expires": "2026-07-01T09:00:00+08:00", "cmd": "status"}'
     )
     assert check_time(command, NOW_MS, True, SKEW_S) == "from_future"
-    assert check_time(command, NOW_MS, False, SKEW_S) == "ok"
+    assert check_time(command, NOW_MS, False, SKEW_S) == "ok"  # unsynced: no from_future
     assert check_time(command, epoch_ms(NOW + timedelta(hours=2)), True, SKEW_S) == "expired"

@@ -14,6 +14,7 @@ from gateway.command_model import parse_command
 def command(**changes: Any) -> bytes:
     fields: dict[str, Any] = {
         "id": "cmd-0001",
+        "station": "lq-371581001201-01",
         "sent": "2026-07-01T08:00:00+08:00",
         "expires": "2026-07-01T08:10:00+08:00",
         "cmd": "status",
@@ -59,6 +60,9 @@ def test_resend_range() -> None:
         {"args": []},
         {"sent": "2026-07-01T08:00:00"},
         {"expires": "2026-07-01T07:00:00+08:00"},
+        {"station": None},
+        {"station": ""},
+        {"station": 7},
     ],
     ids=lambda c: json.dumps(c)[:40],
 )
@@ -66,6 +70,25 @@ def test_bad_commands_are_bad_payload_with_the_id(changes: dict[str, Any]) -> No
     with pytest.raises(PayloadError) as caught:
         parse_command(command(**changes))
     assert (caught.value.reason, caught.value.alert_id) == ("bad_payload", "cmd-0001")
+
+
+def test_a_command_must_name_its_station() -> None:
+    fields = json.loads(command())
+    del fields["station"]
+    with pytest.raises(PayloadError) as caught:
+        parse_command(json.dumps(fields).encode())
+    assert (caught.value.reason, caught.value.alert_id) == ("bad_payload", "cmd-0001")
+    assert "station" in caught.value.detail
+
+
+def test_lifetime_is_capped() -> None:
+    """Revision 2 (§8): expires - sent at most security.max_command_lifetime_s."""
+    assert parse_command(command(), max_lifetime_s=600).station == "lq-371581001201-01"
+    two_hours = command(expires="2026-07-01T10:00:00+08:00")
+    with pytest.raises(PayloadError) as caught:
+        parse_command(two_hours, max_lifetime_s=600)
+    assert (caught.value.reason, caught.value.alert_id) == ("bad_payload", "cmd-0001")
+    assert "7200 s" in caught.value.detail
 
 
 @pytest.mark.parametrize("payload", [b"", b"{}", b"[1]", command(id="")])

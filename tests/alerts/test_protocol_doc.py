@@ -6,8 +6,8 @@ from typing import Any, get_args
 
 import pytest
 
-from gateway.alert_model import Level, MsgType, Status, Tone
-from gateway.command_model import CommandName
+from gateway.alert_model import Alert, Level, MsgType, Status, Tone
+from gateway.command_model import Command, CommandName
 from gateway.downlink_rejections import REASONS
 from gateway.envelope import ENVELOPE_TYPES, OPTIONAL_FIELDS, REQUIRED_FIELDS
 from tests.alerts.samples import REPO
@@ -73,4 +73,11 @@ def test_schemas_match_the_code(spec: dict[str, Any]) -> None:
     assert alert["status"]["enum"] == list(get_args(Status))
     assert [t for t in alert["tone"]["enum"] if t] == list(get_args(Tone))
     assert schemas["Command"]["properties"]["cmd"]["enum"] == list(get_args(CommandName))
+    assert set(alert) - {"language"} <= set(Alert.model_fields)
+    assert "stations" in alert
+    command = schemas["Command"]
+    assert set(command["properties"]) == set(Command.model_fields)
+    assert set(command["required"]) == {
+        name for name, info in Command.model_fields.items() if info.is_required()
+    }
     assert set(schemas["ReasonCode"]["enum"]) == REASONS

@@ -19,6 +19,9 @@ BASE = f"""
 id = "lq-371581001201-01"
 area = "371581001201"
 
+[mqtt]
+allow_plaintext = true
+
 [security]
 trusted_keys = {{ "centre" = "{KEY}" }}
 
@@ -61,6 +64,23 @@ def test_base_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.audio.default_repeat == {"red": 3, "orange": 3, "yellow": 2, "blue": 1}
     assert config.sensors[0].type == "ze07_co"
     assert config.security.public_keys()["centre"].__len__() == 32
+
+
+def test_scoped_and_plain_trusted_keys(tmp_path: Path) -> None:
+    text = BASE.replace(
+        f'"centre" = "{KEY}"',
+        f'"centre" = "{KEY}", "town" = {{ key = "{KEY}", areas = ["371581001000"], '
+        'may = ["alert", "cap"] }',
+    )
+    scopes = load_config(write(tmp_path, text)).security.key_scopes()
+    assert scopes["centre"].may("command") and not scopes["centre"].may("override")
+    assert scopes["centre"].covers(["all"])
+    town = scopes["town"]
+    assert town.areas == ("371581001",)
+    assert town.may("cap") and not town.may("command") and not town.may("programme")
+    assert town.covers(["371581001201", "371581001"])
+    assert not town.covers(["371581002"]) and not town.covers(["all"])
+    assert not town.covers(["371581001", "3715"])
 
 
 def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
@@ -115,8 +135,8 @@ def test_committed_schema_matches_models() -> None:
 BROKEN: list[tuple[str, str, str, list[str]]] = [
     (
         "toml syntax",
-        BASE + "\n[mqtt\nport = 1\n",
-        "gateway.toml:24",
+        BASE + "\n[sync\nbatch_max = 1\n",
+        "gateway.toml:27",
         ["TOML syntax error", "Expected ']'"],
     ),
     (
@@ -155,23 +175,53 @@ BROKEN: list[tuple[str, str, str, list[str]]] = [
         "station.nmae",
         ["unknown key", "did you mean `name`"],
     ),
-    ("port as text", BASE + '\n[mqtt]\nport = "eighty"\n', "mqtt.port", ["valid integer"]),
-    ("port range", BASE + "\n[mqtt]\nport = 70000\n", "mqtt.port", ["less than or equal to 65535"]),
+    (
+        "port as text",
+        BASE.replace("[mqtt]\n", '[mqtt]\nport = "eighty"\n'),
+        "mqtt.port",
+        ["valid integer"],
+    ),
+    (
+        "port range",
+        BASE.replace("[mqtt]\n", "[mqtt]\nport = 70000\n"),
+        "mqtt.port",
+        ["less than or equal to 65535"],
+    ),
+    (
+        "plaintext without opt-in",
+        BASE.replace("allow_plaintext = true\n", ""),
+        "mqtt.allow_plaintext",
+        ["mqtt.tls = false", "mqtt.tls = true", "mqtt.allow_plaintext = true"],
+    ),
+    (
+        "scoped key with an unknown permission",
+        BASE.replace(
+            f'"centre" = "{KEY}"', f'"centre" = {{ key = "{KEY}", may = ["alert", "warn"] }}'
+        ),
+        "security.trusted_keys.centre.may[1]",
+        ["'alert'", "'override'"],
+    ),
+    (
+        "scoped key with a bad area",
+        BASE.replace(f'"centre" = "{KEY}"', f'"centre" = {{ key = "{KEY}", areas = ["3715810"] }}'),
+        "security.trusted_keys.centre.areas",
+        ["2/4/6/9/12-digit"],
+    ),
     (
         "tls without ca",
-        BASE + "\n[mqtt]\ntls = true\n",
+        BASE.replace("[mqtt]\n", "[mqtt]\ntls = true\n"),
         "mqtt.ca_file",
         ["tls = true needs ca_file"],
     ),
     (
         "missing password file",
-        BASE + '\n[mqtt]\npassword_file = "nope.txt"\n',
+        BASE.replace("[mqtt]\n", '[mqtt]\npassword_file = "nope.txt"\n'),
         "mqtt.password_file",
         ["does not exist"],
     ),
     (
         "reconnect order",
-        BASE + "\n[mqtt]\nreconnect_min_s = 10\nreconnect_max_s = 5\n",
+        BASE.replace("[mqtt]\n", "[mqtt]\nreconnect_min_s = 10\nreconnect_max_s = 5\n"),
         "mqtt",
         ["reconnect_max_s must be at least reconnect_min_s"],
     ),
@@ -350,8 +400,8 @@ def test_every_problem_reported_in_one_run(tmp_path: Path) -> None:
         BASE.replace('area = "371581001201"', 'area = "1"')
         .replace('type = "ze07_co"', 'type = "ze07"')
         .replace(KEY, "AAAA")
+        .replace("[mqtt]\n", "[mqtt]\nport = 0\n")
         + '\n[[sensors]]\nname = "rain"\ntype = "gpio_pulse"\npin = 17\n'
-        + "\n[mqtt]\nport = 0\n"
     )
     found = problems(tmp_path, text)
     assert len(found) == 5, found

@@ -82,6 +82,7 @@ class Centre:
         now = datetime.now(UTC)
         body: dict[str, Any] = {
             "id": f"cmd-{os.getpid()}-{self.counter}-{time.monotonic_ns()}",
+            "station": STATION_ID,
             "sent": now.isoformat(),
             "expires": (now + timedelta(minutes=5)).isoformat(),
             "cmd": cmd,
@@ -113,6 +114,8 @@ def write_config(
 ) -> Path:
     """A station config in `folder`; `body` adds [[sensors]] and [[rules]] tables."""
     keys = f'trusted_keys = {{ "{centre.name}" = "{centre.public_b64}" }}' if centre else ""
+    if "allow_plaintext" not in mqtt and "tls = true" not in mqtt:
+        mqtt = f"allow_plaintext = true\n{mqtt}"
     (folder / "clips").mkdir(exist_ok=True)
     text = f"""
 [station]

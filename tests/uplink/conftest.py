@@ -58,6 +58,7 @@ def config_data(folder: Path, port: int, **sections: dict[str, Any]) -> dict[str
         "station": {"id": STATION_ID, "area": AREA, "clock": "synced"},
         "mqtt": {
             "port": port,
+            "allow_plaintext": True,
             "keepalive_s": 5,
             "heartbeat_s": 60,
             "reconnect_min_s": 0.05,
