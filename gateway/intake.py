@@ -534,11 +534,13 @@ class Intake:
                 **self.state(),
                 "online": True,
                 "last_readings": self.last_readings()[-20:],
-                "queue": self.queue.snapshot(),
+                "queue": [
+                    {**item, "id": public_id(str(item["id"]))} for item in self.queue.snapshot()
+                ],
             }
             self._respond(command.id, result=result)
         elif command.cmd == "cancel_all":
-            cancelled = self.queue.cancel_all()
+            cancelled = [public_id(entry) for entry in self.queue.cancel_all()]
             self._respond(command.id, result={"cancelled": cancelled})
         elif command.cmd == "resend":
             span = self.uplink.resend(int(command.args["from_seq"]), int(command.args["to_seq"]))

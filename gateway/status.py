@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway import __version__, store_schema, time_floor
+from gateway.alert_ids import public_id
 from gateway.store import SeqRanges, alert_item, now_ms
 
 
@@ -183,7 +184,11 @@ def state_json(status: StationStatus, area: str) -> dict[str, object]:
         "database": str(status.path),
         "last_readings": status.last_readings,
         "alerts": [
-            {k: a.get(k) for k in ("id", "state", "level", "received_ts", "updated_ts")}
+            {
+                **{k: a.get(k) for k in ("id", "state", "level", "received_ts", "updated_ts")},
+                "id": public_id(str(a.get("id"))),
+                "key": a.get("key"),
+            }
             for a in status.alerts
         ],
         "receipts": status.receipts,
@@ -285,7 +290,7 @@ def _alert_lines(status: StationStatus) -> list[str]:
         body = alert.get("alert")
         event = body.get("event", "") if isinstance(body, dict) else alert.get("rule", "")
         lines.append(
-            f"  {alert['id']!s:40} {alert.get('level', '-')!s:7} {event!s:12} "
+            f"  {public_id(str(alert['id'])):40} {alert.get('level', '-')!s:7} {event!s:12} "
             f"{alert['state']!s:12} received {_when(alert['received_ts'], status.now_ms)}"
         )
     if not status.alerts:

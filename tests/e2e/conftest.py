@@ -286,6 +286,7 @@ def running_station(
     security: str = "",
     clips: dict[str, bytes] | None = None,
     clock: str = "synced",
+    keys: dict[str, str] | None = None,
 ) -> Iterator[Rig]:
     """A broker and `cunxiang run` on a fresh config in `folder`, with the beep clip and `clips`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,6 +300,7 @@ def running_station(
             audio=audio,
             clock=clock,
             security=security or "max_payload_bytes = 65536",
+            keys=keys,
         )
         for name, pcm in {BEEP: sine_pcm(1000, 0.15), **(clips or {})}.items():
             write_clip(folder / "clips", name, pcm)

@@ -128,8 +128,9 @@ def test_resend_publishes_the_stored_records_again(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("sent", "expires", "error"),
     [
-        (timedelta(hours=-2), timedelta(hours=-1), "expired"),
-        (timedelta(minutes=10), timedelta(hours=1), "from_future"),
+        # Lifetimes within security.max_command_lifetime_s (600 s, §8 revision 2).
+        (timedelta(minutes=-20), timedelta(minutes=-15), "expired"),
+        (timedelta(minutes=10), timedelta(minutes=15), "from_future"),
     ],
 )
 def test_out_of_time_command_is_refused(

@@ -1,8 +1,10 @@
 """Alerts through `cunxiang run` when things are not as they should be (PROTOCOL.md §6.1, §7).
 
-- The station clock is not synced (`station.clock = "unsynced"`): time checks are
-  skipped — better a late warning than none — and every receipt of the alert
-  carries `"clock_unsynced": true`.
+- The station clock is not synced (`station.clock = "unsynced"`): an alert whose
+  `sent` is ahead of the station's clock still plays — better a warning than
+  none when the clock may be behind — and every receipt of the alert carries
+  `"clock_unsynced": true`. (Expiry is still checked, against the time floor:
+  tests/e2e/test_trust.py.)
 - The audio device breaks mid-play (the ALSA output writes to /dev/full): the
   alert is tried `audio.retries` more times, then gets `failed` with
   `audio_device`, and the centre gets a `broadcast_fault` event and `audio:
@@ -23,19 +25,23 @@ from tests.support.station import wait_until
 PLAYED = ["received", "queued", "playing", "played"]
 
 
-def test_unsynced_clock_plays_an_out_of_date_alert_and_says_so(tmp_path: Path) -> None:
+def test_unsynced_clock_plays_an_alert_from_its_future_and_says_so(tmp_path: Path) -> None:
     with running_station(tmp_path, clock="unsynced") as rig:
         now = datetime.now(UTC)
         mark = rig.mark()
-        late = rig.alert(repeat=1, sent=now - timedelta(hours=3), expires=now - timedelta(hours=2))
-        rig.send(late)
-        rig.wait_status(late.id, "played")
+        # Revision 2 (§6.1): unsynced, expiry is checked against the time floor, but
+        # `from_future` is not: this alert is an hour ahead of the station's clock.
+        ahead = rig.alert(repeat=1, sent=now + timedelta(hours=1), expires=now + timedelta(hours=2))
+        rig.send(ahead)
+        rig.wait_status(ahead.id, "played")
         rig.settle()
-        receipts = rig.receipts(late.id, mark)
+        receipts = rig.receipts(ahead.id, mark)
         assert [r["status"] for r in receipts] == PLAYED
         assert all(r.get("clock_unsynced") is True for r in receipts), receipts
         assert len(occurrences(rig.audio_since(mark), sine_pcm(1000, 0.15))) == 1
-        assert rig.barrier()["clock_synced"] is False
+        # (No `status` barrier: the accepted `sent` raised the time floor an hour ahead,
+        # and an unsynced station runs no command sent before its floor, §8.)
+        assert rig.on(STATE_TOPIC)[-1]["clock_synced"] is False
 
 
 def test_device_breaking_mid_play_fails_the_alert_and_reports_a_fault(tmp_path: Path) -> None:

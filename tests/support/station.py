@@ -111,9 +111,16 @@ def write_config(
     storage: str = "",
     mqtt: str = "",
     security: str = "",
+    keys: dict[str, str] | None = None,
 ) -> Path:
-    """A station config in `folder`; `body` adds [[sensors]] and [[rules]] tables."""
-    keys = f'trusted_keys = {{ "{centre.name}" = "{centre.public_b64}" }}' if centre else ""
+    """A station config in `folder`; `body` adds [[sensors]] and [[rules]] tables.
+
+    `keys` adds trusted keys: name -> TOML value (a quoted base64 key, or a scope table).
+    """
+    entries = {centre.name: f'"{centre.public_b64}"'} if centre else {}
+    entries.update(keys or {})
+    listed = ", ".join(f'"{name}" = {value}' for name, value in entries.items())
+    keys_line = f"trusted_keys = {{ {listed} }}" if entries else ""
     if "allow_plaintext" not in mqtt and "tls = true" not in mqtt:
         mqtt = f"allow_plaintext = true\n{mqtt}"
     (folder / "clips").mkdir(exist_ok=True)
@@ -138,7 +145,7 @@ commit_interval_s = 0.2
 {storage}
 
 [security]
-{keys}
+{keys_line}
 {security}
 
 [audio]
