@@ -288,3 +288,27 @@ def test_random_element_text_raises_only_payload_error(value: str) -> None:
         mutated = document.replace(f"<{name}>", f"<{name}>{escaped}", 1)
         with contextlib.suppress(PayloadError):
             parse_cap(mutated.encode("utf-8", errors="surrogatepass"))
+
+
+def test_private_scope_addresses_map_to_stations(cap_vector: Vector) -> None:
+    public = cap_vector("zh-flood-gb18030.cap")
+    assert parse_cap(public).stations is None
+    private = public.replace(
+        b"<scope>Public</scope>",
+        b"<scope>Private</scope>\n  <addresses>lq-371581001201-01  lq-371581001201-02</addresses>",
+    )
+    assert parse_cap(private).stations == ["lq-371581001201-01", "lq-371581001201-02"]
+    nobody = public.replace(b"<scope>Public</scope>", b"<scope>Private</scope>")
+    assert parse_cap(nobody).stations == []
+    restricted = public.replace(
+        b"<scope>Public</scope>",
+        b"<scope>Restricted</scope><restriction>x</restriction><addresses>a-1</addresses>",
+    )
+    assert parse_cap(restricted).stations is None
+
+
+def test_build_cap_round_trip_with_stations() -> None:
+    source = parse_alert_json(alert_json(stations=["lq-371581001201-01"]))
+    document = build_cap(source)
+    assert b"<scope>Private</scope>" in document
+    assert parse_cap(document).stations == ["lq-371581001201-01"]

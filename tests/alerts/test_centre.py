@@ -181,6 +181,7 @@ def test_cap_alert_to_one_station(
     alert = parse_cap(envelope.payload)
     assert (alert.level, alert.event, alert.areas) == ("red", "flood", ["371581001201"])
     assert (alert.repeat, alert.tone) == (None, None)  # CAP: the station's defaults
+    assert alert.stations == ["lq-371581001201-01"]  # <scope>Private</scope> + <addresses>
     assert table_row(result.output, "lq-371581001201-01").split()[1:3] == ["yes", "yes"]
     assert [s.seen for s in stations.values()][1:] == [[], []]
 

@@ -78,7 +78,7 @@ def test_signature_of_wrong_length_is_bad_signature(
     assert reason(raw_of(fields), trusted) == "bad_signature"
 
 
-def test_signature_swapped_between_types_fails_only_if_payload_differs(
+def test_signature_swapped_between_payloads_fails(
     private_key: Ed25519PrivateKey, trusted: dict[str, bytes]
 ) -> None:
     """The signature covers the payload, so a payload signed as one thing stays that thing."""
@@ -86,6 +86,25 @@ def test_signature_swapped_between_types_fails_only_if_payload_differs(
     other = fields_of(seal(b"alert", "alert", KEY_NAME, private_key))
     other["sig"] = signed["sig"]
     assert reason(raw_of(other), trusted) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("signed_as", "relabelled"),
+    [("command", "alert"), ("alert", "cap"), ("alert", "command"), ("programme", "alert")],
+)
+def test_a_payload_relabelled_as_another_type_fails(
+    private_key: Ed25519PrivateKey, trusted: dict[str, bytes], signed_as: str, relabelled: str
+) -> None:
+    """Revision 2 (§6): the type is signed too; the same bytes under another type do not verify."""
+    fields = fields_of(seal(b'{"id": "x"}', signed_as, KEY_NAME, private_key))
+    assert open_envelope(raw_of(fields), trusted, 100).type == signed_as
+    fields["type"] = relabelled
+    assert reason(raw_of(fields), trusted) == "bad_signature"
+
+
+def test_the_signed_bytes_are_cx1_type_payload(private_key: Ed25519PrivateKey) -> None:
+    fields = fields_of(seal(b"PAYLOAD", "alert", KEY_NAME, private_key))
+    private_key.public_key().verify(base64.b64decode(fields["sig"]), b"cx1:alert:PAYLOAD")
 
 
 def test_unknown_key(private_key: Ed25519PrivateKey, trusted: dict[str, bytes]) -> None:

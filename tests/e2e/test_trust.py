@@ -16,15 +16,22 @@ the loudspeakers. The station trusts four keys besides the county centre's:
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 
 from gateway.centre import AlertSpec, build_alert, seal_alert
+from gateway.cli_centre import command as command_group
 from tests.e2e.conftest import (
     CMD_TOPIC,
+    RESPONSE_TOPIC,
     STATE_TOPIC,
     STATION_ALERT_TOPIC,
     TOWN_TOPIC,
@@ -299,6 +306,15 @@ def test_the_floor_survives_a_restart_with_an_unsynced_clock(floor_rig: Rig) -> 
     assert response == {"id": command_id, "ok": False, "error": "expired"}
     assert _quiet(rig, mark)
     assert rig.barrier()["clock_synced"] is False
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "-c", str(rig.config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    clock_line = next(line for line in shown.stdout.splitlines() if line.startswith("Clock:"))
+    assert "NOT synced" in clock_line and f"time floor: {now:%Y-%m-%d} " in clock_line
 
 
 def test_messages_signed_in_2025_are_expired_on_a_station_whose_clock_says_1970(
@@ -334,3 +350,52 @@ def test_unsynced_a_command_older_than_the_floor_does_not_run(floor_rig: Rig) ->
     )
     assert response == {"id": response["id"], "ok": False, "error": "expired"}
     assert rig.command("status")["ok"] is True
+
+
+def test_command_send_signs_for_one_station_and_prints_its_response(
+    rig: Rig, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "centre.key"
+    key_file.write_bytes(
+        rig.centre.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    base = ["send", "--broker", f"127.0.0.1:{rig.broker.port}", "--key", str(key_file)]
+    base += ["--key-name", rig.centre.name, "--wait", "10"]
+    result = CliRunner().invoke(
+        command_group, [*base, "--station", STATION_ID, "resend", "from_seq=1", "to_seq=3"]
+    )
+    assert result.exit_code == 0, result.output
+    response = json.loads(result.output[result.output.index("{") :])
+    assert response["ok"] is True and response["result"]["from_seq"] == 1
+    # A two-hour command: the station refuses it (security.max_command_lifetime_s = 600).
+    result = CliRunner().invoke(
+        command_group, [*base, "--station", STATION_ID, "--expires-in", "7200", "status"]
+    )
+    assert result.exit_code == 1 and '"error": "bad_payload"' in result.output
+    # Sent to the other station, it goes to that station's topic: this one never answers.
+    mark = fresh_mark(rig)
+    result = CliRunner().invoke(
+        command_group, [*base[:-1], "1", "--station", OTHER_STATION, "cancel_all"]
+    )
+    assert result.exit_code != 0 and f"no response from {OTHER_STATION}" in result.output
+    assert rig.on(RESPONSE_TOPIC, mark) == []
+
+
+def test_check_config_refuses_plaintext_without_the_opt_in(rig: Rig, tmp_path: Path) -> None:
+    text = rig.config.read_text(encoding="utf-8").replace("allow_plaintext = true\n", "")
+    (tmp_path / "clips").mkdir()
+    config = tmp_path / "gateway.toml"
+    config.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "mqtt.allow_plaintext" in result.stderr and "mqtt.tls = true" in result.stderr
+    assert "mqtt.allow_plaintext = true" in result.stderr
