@@ -113,6 +113,11 @@ class HostileDownlink:
             "bad_command": self._bad_command,
             "replayed_alert": self._replayed_alert,
             "replayed_command": self._replayed_command,
+            # Trust revision 2 (PROTOCOL.md §6, §6.1, §8).
+            "relabelled_type": self._relabelled_type,
+            "command_for_other_station": self._command_for_other_station,
+            "alert_for_other_station": self._alert_for_other_station,
+            "reserved_reference": self._reserved_reference,
         }
 
     # -- the stream ------------------------------------------------------------------------
@@ -400,7 +405,7 @@ class HostileDownlink:
         command_id, raw = self._command(
             id=self._id("cmd"),
             sent=sent.isoformat(),
-            expires=(sent + timedelta(hours=1)).isoformat(),
+            expires=(sent + timedelta(minutes=5)).isoformat(),  # within the lifetime cap (§8)
         )
         return Hostile("expired_command", STATION_CMD, raw, "response:expired", command_id)
 
@@ -420,6 +425,43 @@ class HostileDownlink:
             return self._forged_signature()
         return Hostile(
             "replayed_alert", self._area_topic(), self.rng.choice(self.accepted), "silent"
+        )
+
+    def _relabelled_type(self) -> Hostile:
+        """A signed command's payload under the type `alert`: the signature covers the type."""
+        env = json.loads(self.centre.seal_command("cancel_all"))
+        env["type"] = "alert"
+        return self._event("relabelled_type", json.dumps(env).encode(), "bad_signature")
+
+    def _command_for_other_station(self) -> Hostile:
+        """A command captured on another station's topic, replayed onto this one."""
+        command_id, raw = self._command(id=self._id("cmd"), station=f"{STATION_ID[:-2]}99")
+        return Hostile(
+            "command_for_other_station",
+            STATION_CMD,
+            raw,
+            "response:not_for_this_station",
+            command_id,
+        )
+
+    def _alert_for_other_station(self) -> Hostile:
+        alert_id, payload = self._alert(stations=[f"{STATION_ID[:-2]}99"])
+        if self.rng.random() < 0.5:
+            return Hostile(
+                "alert_for_other_station",
+                self.rng.choice(AREA_TOPICS),
+                self._trusted(payload),
+                "silent",
+            )
+        expect = "receipt:rejected:not_for_this_station"
+        return Hostile(
+            "alert_for_other_station", STATION_ALERT, self._trusted(payload), expect, alert_id
+        )
+
+    def _reserved_reference(self) -> Hostile:
+        ref = self.rng.choice(["local:co-danger:1", "cmd:x", "prog:a:b:2026-07-01", "mic:3"])
+        return self._receipt(
+            "reserved_reference", "rejected", "bad_payload", msg_type="cancel", references=[ref]
         )
 
     def _replayed_command(self) -> Hostile:
