@@ -1,4 +1,4 @@
-"""Alert-log ids: central ids are per key, station ids are reserved (PROTOCOL.md §6, §6.1).
+"""Alert-log ids: central ids are per key, station ids are reserved (docs/protocol.md §6, §6.1).
 
 "Already accepted" means the same key and the same id, so another authority's
 alert with the same (often predictable) id is a different alert and cannot

@@ -318,7 +318,7 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def effective_expiry_ms(item: Timed, max_lifetime_s: int | None = None) -> int:
-    """The earlier of `expires` and `sent` + the lifetime cap (PROTOCOL.md §6.1)."""
+    """The earlier of `expires` and `sent` + the lifetime cap (docs/protocol.md §6.1)."""
     expires = epoch_ms(item.expires)
     if max_lifetime_s is None:
         return expires
@@ -332,7 +332,7 @@ def check_time(
     max_skew_s: int,
     max_lifetime_s: int | None = None,
 ) -> TimeCheck:
-    """PROTOCOL.md §6.1 time checks against `now_ms`.
+    """docs/protocol.md §6.1 time checks against `now_ms`.
 
     `now_ms` is the time floor's now (gateway/time_floor.py): the clock while it is
     synced, else the later of the clock and the floor. Expiry is checked either way;

@@ -133,7 +133,7 @@ def _referenced_ids(value: str, alert_id: str | None) -> list[str]:
 
 
 def _stations(cap: _CapReader, root: ET.Element) -> list[str] | None:
-    """`<scope>Private</scope>` with `<addresses>` names the stations (PROTOCOL.md §6.2).
+    """`<scope>Private</scope>` with `<addresses>` names the stations (docs/protocol.md §6.2).
 
     Addresses are space separated (CAP 1.2 §3.2.1); a station id has no spaces, so a
     quoted address with spaces names no station. Other scopes name none: None.

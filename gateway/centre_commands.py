@@ -1,4 +1,4 @@
-"""The county centre's side of PROTOCOL.md §8: build, sign and send one command, await its answer.
+"""The county centre's side of docs/protocol.md §8: build, sign and send one command, await its answer.
 
 What `cunxiang command send` runs, so that an operator never hand-crafts a
 command: the payload always names its target `station`, carries a fresh `id`,

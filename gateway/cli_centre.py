@@ -182,7 +182,7 @@ def send(
 
 @click.group("command")
 def command() -> None:
-    """The centre's station commands (PROTOCOL.md §8)."""
+    """The centre's station commands (docs/protocol.md §8)."""
 
 
 @command.command("send")

@@ -2,8 +2,9 @@
 
 A Pi has no real-time clock: after a power cut it boots at whatever time the
 last shutdown saved until NTP fixes it over a link that may not be up yet.
-PROTOCOL.md §6.1 skips alert time checks and flags readings while the clock is
-unsynced. `auto` asks the kernel, as `timedatectl` does (adjtimex: the clock
+While the clock is unsynced, readings are flagged and time checks use the
+later of the clock and the persisted time floor (docs/protocol.md §6.1,
+gateway/time_floor.py). `auto` asks the kernel, as `timedatectl` does (adjtimex: the clock
 is synchronised unless the kernel reports TIME_ERROR / STA_UNSYNC).
 """
 

@@ -89,7 +89,7 @@ class Command(BaseModel):
 
 
 def parse_command(payload: bytes, max_lifetime_s: int | None = None) -> Command:
-    """Parse a verified command payload (PROTOCOL.md §8) or raise PayloadError.
+    """Parse a verified command payload (docs/protocol.md §8) or raise PayloadError.
 
     With `max_lifetime_s`, a command whose `expires` − `sent` exceeds it is `bad_payload`.
     """

@@ -66,7 +66,7 @@ class MqttConfig(_Section):
     password_file: Path | None = None
     tls: bool = False
     allow_plaintext: bool = Field(
-        False, description="tls = false is refused unless this is true (PROTOCOL.md §2)"
+        False, description="tls = false is refused unless this is true (docs/protocol.md §2)"
     )
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -104,8 +104,8 @@ class SecurityConfig(_Section):
 
     max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_clock_skew_s: int = Field(300, ge=0)
-    max_alert_lifetime_s: int = Field(604800, ge=60, description="PROTOCOL.md §6.1")
-    max_command_lifetime_s: int = Field(600, ge=10, description="PROTOCOL.md §8")
+    max_alert_lifetime_s: int = Field(604800, ge=60, description="docs/protocol.md §6.1")
+    max_command_lifetime_s: int = Field(600, ge=10, description="docs/protocol.md §8")
     allow_test_sound: bool = False
     trusted_keys: dict[str, TrustedKeyValue] = Field(default_factory=dict)
 
@@ -114,7 +114,7 @@ class SecurityConfig(_Section):
         return {name: scope.public_key for name, scope in self.key_scopes().items()}
 
     def key_scopes(self) -> dict[str, KeyScope]:
-        """Key name to what the key may sign and for which areas (PROTOCOL.md §6)."""
+        """Key name to what the key may sign and for which areas (docs/protocol.md §6)."""
         return key_scopes(self.trusted_keys)
 
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 EnvelopeType = Literal["alert", "cap", "command", "programme"]
 ENVELOPE_TYPES: frozenset[str] = frozenset({"alert", "cap", "command", "programme"})
-#: The signed message starts with this, then the type, then ":" (PROTOCOL.md §6).
+#: The signed message starts with this, then the type, then ":" (docs/protocol.md §6).
 SIGNATURE_CONTEXT = b"cx1:"
 SUPPORTED_ALGS: frozenset[str] = frozenset({"ed25519"})
 REQUIRED_FIELDS: frozenset[str] = frozenset({"key", "type", "payload", "sig"})
@@ -127,7 +127,7 @@ def _b64_field(fields: dict[str, str], name: str) -> bytes:
 
 
 def signed_bytes(type_: str, payload: bytes) -> bytes:
-    """What the signature covers: ``b"cx1:" + type + b":" + payload`` (PROTOCOL.md §6)."""
+    """What the signature covers: ``b"cx1:" + type + b":" + payload`` (docs/protocol.md §6)."""
     return SIGNATURE_CONTEXT + type_.encode("ascii") + b":" + payload
 
 

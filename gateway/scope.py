@@ -1,4 +1,4 @@
-"""What each trusted key may sign and for which areas (PROTOCOL.md §6, "Key scope").
+"""What each trusted key may sign and for which areas (docs/protocol.md §6, "Key scope").
 
 A valid signature only says who sent a message; the key's scope says whether
 that sender may send it. `security.trusted_keys` names each key either by its

@@ -1,4 +1,4 @@
-"""The station's time floor: a lower bound on "now" that survives reboots (PROTOCOL.md §6.1).
+"""The station's time floor: a lower bound on "now" that survives reboots (docs/protocol.md §6.1).
 
 A Pi has no real-time clock, and NTP is unauthenticated and often blocked on
 village links, so an unsynced clock may say 1970 or last month. Skipping time

@@ -1,4 +1,4 @@
-"""The time floor (PROTOCOL.md §6.1) kept in a real station database across reopenings."""
+"""The time floor (docs/protocol.md §6.1) kept in a real station database across reopenings."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class HostileDownlink:
             "bad_command": self._bad_command,
             "replayed_alert": self._replayed_alert,
             "replayed_command": self._replayed_command,
-            # Trust revision 2 (PROTOCOL.md §6, §6.1, §8).
+            # Trust revision 2 (docs/protocol.md §6, §6.1, §8).
             "relabelled_type": self._relabelled_type,
             "command_for_other_station": self._command_for_other_station,
             "alert_for_other_station": self._alert_for_other_station,
