@@ -45,6 +45,7 @@ from gateway.config import Config
 from gateway.downlink_rejections import RejectionFolder
 from gateway.envelope import Envelope, EnvelopeError, open_envelope
 from gateway.rules import RuleEvent
+from gateway.scope import authorised
 from gateway.store import Store
 from gateway.time_floor import TimeFloor
 
@@ -202,8 +203,7 @@ class Intake:
                     alert.stations,
                 )
             return
-        scope = self.scopes[envelope.key]
-        if not (scope.may(envelope.type) and scope.covers(alert.areas)):
+        if not authorised(self.scopes[envelope.key], envelope.type, alert.areas):
             log.warning(
                 "alert %s: key %s may not send it (%s to %s)",
                 alert.id,
@@ -523,8 +523,7 @@ class Intake:
         """Why a verified command may not run here: another station's, or outside its key."""
         if command.station != self.config.station.id:
             return "not_for_this_station"
-        scope = self.scopes[key]
-        if not (scope.may("command") and scope.covers([self.config.station.area])):
+        if not authorised(self.scopes[key], "command", [self.config.station.area]):
             return "not_authorised"
         return None
 

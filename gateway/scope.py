@@ -92,6 +92,15 @@ class KeyScope:
         )
 
 
+def authorised(scope: KeyScope, type_: str, areas: Iterable[str]) -> bool:
+    """The scope check for any verified envelope: may the key sign `type_` for `areas`?
+
+    Alerts pass their `areas`; commands the station's own area; programmes the
+    schedule's `areas`. False means a `not_authorised` answer (docs/protocol.md §6).
+    """
+    return scope.may(type_) and scope.covers(areas)
+
+
 def scope_of(value: str | TrustedKey) -> KeyScope:
     """The KeyScope of one `trusted_keys` value; ValueError if the key does not decode."""
     if isinstance(value, str):
