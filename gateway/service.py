@@ -30,6 +30,9 @@ from gateway.config import Config
 from gateway.intake import Intake
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
 from gateway.rules import RuleEngine, RuleEvent
+from gateway.status import protocol_state, status_json
+from gateway.status_live import live_status
+from gateway.status_socket import StatusServer, socket_path
 from gateway.store import Store
 from gateway.sync import Uplink
 
@@ -96,6 +99,10 @@ class Station:
             last_readings=lambda: list(self.last_readings.values()),
         )
         self.intake.resume()
+        self.status_server = StatusServer(
+            socket_path(self.config.storage.path), lambda: status_json(live_status(self))
+        )
+        await self.status_server.start()
         self.drivers = [self._make_driver(s) for s in self.config.sensors]
         for driver in self.drivers:
             driver.start()
@@ -144,6 +151,7 @@ class Station:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.status_server.close()
         self.queue.close()
         self.amp.close()
         self.player.close()
@@ -295,18 +303,15 @@ class Station:
 
     def state_fields(self) -> dict[str, Any]:
         """The PROTOCOL.md §3 state object (without `online`, which sync sets)."""
-        backlog, oldest = self.store.backlog()
-        return {
-            "ts": self.clock.now_ms(),
-            "version": __version__,
-            "boot": self.boot,
-            "area": self.config.station.area,
-            "backlog": backlog,
-            "oldest_unsent_ts": oldest,
-            "clock_synced": self.clock.synced(),
-            "audio": self.queue.state,
-            "sensors": dict(self.sensor_health),
-        }
+        return protocol_state(live_status(self, detail=False))
+
+    def time_floor_ts(self) -> int | None:
+        """The clock's time floor (docs/protocol.md §6.1) for status; None until one is kept."""
+        return None
+
+    def next_programme_items(self) -> list[dict[str, Any]]:
+        """The next programme items (docs/protocol.md §10) for status; none until scheduled."""
+        return []
 
     def status_line(self) -> str:
         """One line for `systemctl status`."""

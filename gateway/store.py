@@ -22,7 +22,7 @@ WAL mode:
 
 The uplink (gateway/sync.py) reads through an `OutboxReader` in its own thread and calls
 `Store.mark_sent` from its PUBACK callback. `cunxiang status` reads the same file read-only
-(gateway/status.py). The layout and the migrations are in gateway/store_schema.py.
+(gateway/status_db.py). The layout and the migrations are in gateway/store_schema.py.
 """
 
 from __future__ import annotations
@@ -1021,9 +1021,21 @@ class Store:
         )
         return items[:n]
 
+    def recent_receipts(self, n: int) -> list[dict[str, Any]]:
+        """The `n` newest committed receipts (PROTOCOL.md §7, with seq and ts), newest first."""
+        with self._read_lock:
+            return recent_receipts(self._reader_db, n)
+
+    def faults(self) -> dict[str, dict[str, object]]:
+        """The latest sensor_fault / sensor_ok per sensor: state, ts, seq and reason."""
+        # No lock: the writer holds it through fsync. Entries are replaced, never changed, and
+        # copying a dict is atomic in CPython, so this copy is consistent.
+        return {sensor: dict(entry) for sensor, entry in dict(self._faults).items()}
+
     def _unsaved_items(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [alert_item((key, *row)) for key, row in self._unsaved_alerts.items()]
+        # No lock (the writer holds it through fsync): copying a dict is atomic in CPython.
+        unsaved = dict(self._unsaved_alerts)
+        return [alert_item((key, *row)) for key, row in unsaved.items()]
 
     def _alerts(self, sql: str, params: list[object]) -> list[dict[str, Any]]:
         with self._read_lock:
@@ -1340,6 +1352,16 @@ def alert_item(row: tuple[object, ...]) -> dict[str, Any]:
     item: dict[str, Any] = json.loads(str(record))
     item.update(id=alert_id, state=state, received_ts=received_ts, updated_ts=updated_ts)
     return item
+
+
+def recent_receipts(db: sqlite3.Connection, n: int) -> list[dict[str, Any]]:
+    """The `n` newest receipts in the database behind `db`, newest first."""
+    rows = db.execute(
+        "SELECT seq, ts, body FROM outbox INDEXED BY outbox_records "
+        "WHERE kind > 0 AND kind = ? ORDER BY seq DESC LIMIT ?",
+        (KIND_RECEIPT, n),
+    ).fetchall()
+    return [json.loads(f'{{"seq":{seq},"ts":{ts},{body}}}') for seq, ts, body in rows]
 
 
 def _render_records(
