@@ -1,6 +1,6 @@
 """The `cunxiang` command line: one entry point for the service and its tools.
 
-Technicians use `check-config`, `status` and `speaker-test`; systemd runs
+Technicians use `check-config`, `status`, `export` and `speaker-test`; systemd runs
 `run`; the county centre uses `keygen`, `alert send` and `command send`. Each command is thin:
 it parses options with click and calls the module that does the work.
 """
@@ -85,9 +85,11 @@ def speaker_test(config_path: Path, volume: float) -> None:
 
 def _register_tools() -> None:
     from gateway.cli_centre import alert, command, keygen
+    from gateway.cli_export import export
     from gateway.cli_status import status
 
     main.add_command(status)
+    main.add_command(export)
     main.add_command(keygen)
     main.add_command(alert)
     main.add_command(command)
