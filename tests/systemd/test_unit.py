@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.notify import SystemdNotifier
+from gateway.status_socket import candidate_paths, socket_path
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "cunxiang.service"
 EXEC_BINARY = "/opt/cunxiang/venv/bin/cunxiang"
@@ -77,6 +78,7 @@ def test_verify_would_catch_a_mistyped_directive(tmp_path: Path) -> None:
         ("StateDirectory", "cunxiang"),
         ("ConfigurationDirectory", "cunxiang"),
         ("CacheDirectory", "cunxiang"),
+        ("RuntimeDirectory", "cunxiang"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
         ("PrivateTmp", "yes"),
@@ -106,3 +108,13 @@ def test_the_service_pings_at_half_the_units_watchdog_sec() -> None:
     # What systemd puts into the environment for that setting:
     env = {"WATCHDOG_USEC": str(watchdog_sec * 1_000_000)}
     assert SystemdNotifier(env).watchdog_interval_s() == watchdog_sec / 2
+
+
+def test_status_looks_for_the_socket_where_the_unit_puts_it() -> None:
+    """Under the unit the service listens in $RUNTIME_DIRECTORY; a technician's shell has no
+    such variable, so `cunxiang status` must look in the unit's runtime directory itself."""
+    runtime = Path("/run") / _settings(UNIT.read_text())["RuntimeDirectory"][0]
+    database = Path("/var/lib/cunxiang/gateway.db")
+    served = socket_path(database, {"RUNTIME_DIRECTORY": str(runtime)})
+    assert served.parent == runtime
+    assert served in candidate_paths(database, {})
