@@ -11,8 +11,9 @@ column of the design, and writes the same as JSON under benchmarks/results/ (git
 
 Sections: ``alert`` (benchmarks/alert_latency.py), ``gpio`` (benchmarks/gpio_alarm.py),
 ``drain`` (ingest, drain, bulk bytes and CPU per reading, RSS while draining:
-benchmarks/drain.py) and ``service`` (CPU share, everyday bytes per reading, idle RSS, broker
-outages: benchmarks/service_run.py). A section that fails leaves its rows "not measured" with
+benchmarks/drain.py), ``service`` (CPU share, everyday bytes per reading, idle RSS, broker
+outages: benchmarks/service_run.py) and ``live`` (status answers and the export:
+benchmarks/live.py). A section that fails leaves its rows "not measured" with
 the reason, and the suite exits 1; a figure that misses its target does not change the exit
 code (machines differ — the table says it).
 """
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import alert_figure, drain, gpio_alarm, machine, service_run
+from benchmarks import alert_figure, drain, gpio_alarm, live, machine, service_run
 from benchmarks.figures import FIGURES, Figure
 from benchmarks.rig import ROOT
 from benchmarks.stats import Spread, percentile
@@ -44,7 +45,7 @@ from tests.support.mosquitto import Mosquitto
 RESULTS = ROOT / "benchmarks" / "results"
 #: Compiled bytecode for every process of the suite, outside the source tree.
 PYCACHE = RESULTS / "pycache"
-SECTIONS = ("alert", "gpio", "drain", "service")
+SECTIONS = ("alert", "gpio", "drain", "service", "live")
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,12 @@ class Sizes:
     stable_s: float  # connected at least this long before each outage
     alerts: int
     alert_runs: int
+    live_runs: int  # status answers and export (of `readings` readings)
 
 
-FULL = Sizes(1_000_000, 3, 1.0, 200, 3, 60.0, 1, 3, 3.0, 30.0, 6, 4, 10.5, 200, 3)
-QUICK = Sizes(100_000, 2, 1.0, 30, 2, 6.0, 2, 1, 3.0, 5.0, 3, 2, 10.5, 50, 1)
-SMOKE = Sizes(2_000, 1, 0.2, 3, 1, 1.0, 1, 1, 0.5, 0.5, 1, 1, 0.0, 3, 1)
+FULL = Sizes(1_000_000, 3, 1.0, 200, 3, 60.0, 1, 3, 3.0, 30.0, 6, 4, 10.5, 200, 3, 3)
+QUICK = Sizes(100_000, 2, 1.0, 30, 2, 6.0, 2, 1, 3.0, 5.0, 3, 2, 10.5, 50, 1, 1)
+SMOKE = Sizes(2_000, 1, 0.2, 3, 1, 1.0, 1, 1, 0.5, 0.5, 1, 1, 0.0, 3, 1, 1)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
@@ -132,11 +134,17 @@ def _section_service(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     return merged
 
 
+def _section_live(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    runs = [live.one_run(workdir / f"live-{n}", sizes.readings) for n in range(sizes.live_runs)]
+    return {key: [run[key] for run in runs] for key in runs[0]}
+
+
 SECTION_RUNNERS: dict[str, Callable[[Path, Sizes], dict[str, Any]]] = {
     "alert": _section_alert,
     "gpio": _section_gpio,
     "drain": _section_drain,
     "service": _section_service,
+    "live": _section_live,
 }
 FIGURE_SECTION = {
     "alert_p50_ms": "alert",
@@ -153,6 +161,9 @@ FIGURE_SECTION = {
     "bytes_per_reading_service": "service",
     "rss_idle_mb": "service",
     "cpu_share_pct": "service",
+    "export_s": "live",
+    "export_rss_growth_mb": "live",
+    "status_answer_p99_ms": "live",
 }
 
 
@@ -252,7 +263,8 @@ def as_installed() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     modules = (
-        "gateway.cli, gateway.service, gateway.status, benchmarks.gpio_alarm, benchmarks.ingest"
+        "gateway.cli, gateway.service, gateway.status, gateway.export, benchmarks.gpio_alarm, "
+        "benchmarks.ingest"
     )
     subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=ROOT, check=True, timeout=300)
 
@@ -320,6 +332,7 @@ def _sizes(args: argparse.Namespace) -> tuple[str, Sizes]:
             service_runs=args.runs,
             outage_stations=args.runs,
             alert_runs=args.runs,
+            live_runs=args.runs,
         )
     return mode, sizes
 

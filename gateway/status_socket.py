@@ -15,13 +15,15 @@ Where the socket is (`socket_path`):
 The command line, which does not run under the unit, tries the places in that order
 (`candidate_paths`) and takes the first answer whose ``database`` is its config's.
 
-The exchange: the client connects, sends one JSON object on one line (``{"get": "status"}``),
-and reads one JSON line back: ``{"ok": true, "answer_ms": …, "status": {…}}`` (the
-``status --json`` document of gateway/status.py) or ``{"ok": false, "error": "…"}``; then the
-service closes the connection. A client can never hold up the loop: the request is at most
-`MAX_REQUEST_BYTES`, it must arrive within `READ_TIMEOUT_S`, the answer must be taken within
-`WRITE_TIMEOUT_S`, and at most `MAX_CLIENTS` connections are served at once (more are closed
-at once). The socket is mode 0660: the service's user and group only.
+The exchange: the client connects, sends one JSON object on one line (``{"get": "status"}``)
+and reads one JSON line back, either ``{"ok": true, "answer_ms": …, "answer_cpu_ms": …,
+"status": {…}}`` — the time the service spent building the answer (wall clock, and its
+thread's CPU) and the ``status --json`` document of gateway/status.py — or
+``{"ok": false, "error": "…"}``; then the service closes the connection. A client can never
+hold up the loop: the request is at most `MAX_REQUEST_BYTES`, it must arrive within
+`READ_TIMEOUT_S`, the answer must be taken within `WRITE_TIMEOUT_S`, and at most `MAX_CLIENTS`
+connections are served at once (more are closed at once). The socket is mode 0660: the
+service's user and group only.
 """
 
 from __future__ import annotations
@@ -159,18 +161,24 @@ class StatusServer:
             request = None
         if not isinstance(request, dict) or request.get("get") != "status":
             return {"ok": False, "error": 'send one line: {"get": "status"}'}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             status = self._answer()
         except Exception:
             log.exception("building the status answer failed")
             return {"ok": False, "error": "the service could not build its status (see its log)"}
         elapsed_ms = (time.perf_counter() - started) * 1000
+        cpu_ms = (time.thread_time() - cpu_started) * 1000
         self.answered += 1
         self.slowest_ms = max(self.slowest_ms, elapsed_ms)
         level = logging.WARNING if elapsed_ms > SLOW_ANSWER_MS else logging.DEBUG
-        log.log(level, "status request answered in %.2f ms", elapsed_ms)
-        return {"ok": True, "answer_ms": round(elapsed_ms, 3), "status": status}
+        log.log(level, "status request answered in %.2f ms (%.2f ms CPU)", elapsed_ms, cpu_ms)
+        return {
+            "ok": True,
+            "answer_ms": round(elapsed_ms, 3),
+            "answer_cpu_ms": round(cpu_ms, 3),
+            "status": status,
+        }
 
 
 class NoAnswer(Exception):
