@@ -10,11 +10,15 @@ sends 10 MB.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +28,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli_status import status
+from gateway.cli_status import CLEAR, status
 from gateway.status_socket import ask_service, socket_path
 from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import StationProcess, station_topic, wait_until, write_config
+from tests.support.station import ROOT, StationProcess, station_topic, wait_until, write_config
 
 SENSOR = """
 [[sensors]]
@@ -235,5 +239,53 @@ def test_under_systemd_the_socket_is_in_the_runtime_directory_for_owner_and_grou
         assert status_doc(station.config, env=env)["source"] == "service"
         assert station.terminate() == 0
         assert not sock.exists()
+    finally:
+        station.close()
+
+
+def _watch(config: Path, *args: str, tty: bool, marker: bytes) -> bytes:
+    """`cunxiang status --watch` on a pipe or a pseudo-terminal until `marker` came three
+    times, then Ctrl-C (SIGINT); its whole output."""
+    command = [sys.executable, "-m", "gateway", "status", "-c", str(config), "--watch", *args]
+    if tty:
+        reader, writer = pty.openpty()
+    else:
+        reader, writer = os.pipe()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=writer, stderr=subprocess.DEVNULL)
+    os.close(writer)
+    out = bytearray()
+
+    def collect() -> None:
+        with contextlib.suppress(OSError):  # a pty's master reads EIO once the child is gone
+            while chunk := os.read(reader, 65536):
+                out.extend(chunk)
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: out.count(marker) >= 3, 30, f"three reports from {command}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(10)
+        thread.join(5)
+        os.close(reader)
+    assert code == 0
+    return bytes(out)
+
+
+def test_watch_refreshes_in_place_on_a_terminal_and_repeats_on_a_pipe(
+    tmp_path: Path, broker: Mosquitto, centre: Subscriber
+) -> None:
+    station = start_station(tmp_path / "station", broker)
+    try:
+        wait_online(centre, station)
+        live = b"live answer from the service"
+        on_terminal = _watch(station.config, "--interval", "0.3", tty=True, marker=live)
+        assert on_terminal.count(CLEAR.encode()) >= 3
+        on_pipe = _watch(station.config, "--interval", "0.3", tty=False, marker=live)
+        assert CLEAR.encode() not in on_pipe
+        as_json = _watch(station.config, "--json", "--interval", "0.3", tty=False, marker=b"\n")
+        lines = as_json.split(b"\n")[:-1]  # whole lines (Ctrl-C may cut into the last)
+        assert len(lines) >= 3 and all(json.loads(line)["source"] == "service" for line in lines)
     finally:
         station.close()
