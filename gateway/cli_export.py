@@ -30,8 +30,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _progress_line(records: int, fraction: float) -> None:
-    click.echo(f"\r  {records:,} records ({fraction:.0%})", nl=False, err=True)
+class _ProgressLine:
+    """One line on stderr (a terminal), rewritten in place; ended once the export is done."""
+
+    shown = False
+
+    def __call__(self, records: int, fraction: float) -> None:
+        self.shown = True
+        click.echo(f"\r  {records:,} records ({fraction:.0%})", nl=False, err=True)
 
 
 @click.command("export")
@@ -70,7 +76,7 @@ def export(
         except ValueError as exc:
             _fail(f"--{name}: {exc}")
     selection = exporting.Selection(bounds["since"], bounds["until"], sensor)
-    progress = _progress_line if sys.stderr.isatty() else None
+    progress = _ProgressLine() if sys.stderr.isatty() else None
     form = cast(Literal["jsonl", "csv"], fmt)
     started = time.monotonic()
     try:
@@ -82,7 +88,7 @@ def export(
         _fail(f"{config_path}: storage.path: {exc}")
     except exporting.ExportError as exc:
         _fail(str(exc))
-    if progress is not None:
+    if progress is not None and progress.shown:
         click.echo("", err=True)
     if out is not None:
         click.echo(

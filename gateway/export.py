@@ -126,7 +126,12 @@ def _export(
         row["id"]: _channel(row["sensor"], row["quantity"], row["flags"])
         for row in db["channels"].rows
     }
-    sensors = sorted({c.sensor for c in channels.values()})
+    named = db.execute(
+        "SELECT DISTINCT json_extract('{' || body || '}', '$.sensor') FROM outbox "
+        "INDEXED BY outbox_records WHERE kind > 0 AND kind = ?",
+        (KIND_EVENT,),
+    )
+    sensors = sorted({c.sensor for c in channels.values()} | {n for (n,) in named if n})
     if selection.sensor is not None and selection.sensor not in sensors:
         known = ", ".join(sensors) if sensors else "none yet"
         raise ExportError(f"no sensor {selection.sensor!r} in this database; sensors: {known}")
