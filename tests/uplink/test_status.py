@@ -39,7 +39,9 @@ def test_status_while_running_and_after_stop(tmp_path: Path, broker: Mosquitto) 
             store.add_receipt("371581-20260701-0007", "played", {"duration_s": 20.5})
             store.flush()
             await station.until(lambda: store.backlog()[0] == 0, 10, "an empty backlog")
-            await asyncio.sleep(0.3)  # status and acknowledgements are saved with the next commit
+            # Status and acknowledgements are saved at most every 5 s (STATE_SAVE_S) unless a
+            # flush forces it: waiting 0.3 s missed a connect that came after the flush above.
+            store.flush()
             seen["json"] = await asyncio.to_thread(status_of, config_file, "--json")
             seen["text"] = await asyncio.to_thread(status_of, config_file)
 
