@@ -306,8 +306,8 @@ class Station:
         return protocol_state(live_status(self, detail=False))
 
     def time_floor_ts(self) -> int | None:
-        """The clock's time floor (docs/protocol.md §6.1) for status; None until one is kept."""
-        return None
+        """The clock's time floor (docs/protocol.md §6.1, gateway/time_floor.py) for status."""
+        return self.intake.floor.floor_ms
 
     def next_programme_items(self) -> list[dict[str, Any]]:
         """The next programme items (docs/protocol.md §10) for status; none until scheduled."""

@@ -22,6 +22,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.alert_ids import public_id
+
 Source = Literal["service", "database"]
 
 #: The §3 state fields, in the order of docs/protocol.md (``online`` is the uplink's).
@@ -37,7 +39,7 @@ PROTOCOL_FIELDS = (
     "sensors",
 )
 #: What the alert log's entries are cut down to in a status answer.
-ALERT_FIELDS = ("id", "state", "level", "event", "received_ts", "updated_ts")
+ALERT_FIELDS = ("id", "key", "state", "level", "event", "received_ts", "updated_ts")
 
 
 @dataclass
@@ -118,10 +120,12 @@ def status_from_json(doc: dict[str, Any]) -> StationStatus:
 
 
 def alert_summary(item: dict[str, Any]) -> dict[str, Any]:
-    """An alert-log entry as a status answer shows it (the event from an alert's body)."""
+    """An alert-log entry as a status answer shows it: the id its receipts carry, the signing
+    key, the event from the alert's body (or a local alarm's rule)."""
     body = item.get("alert")
     event = body.get("event") if isinstance(body, dict) else item.get("rule")
     summary = {key: item.get(key) for key in ALERT_FIELDS}
+    summary["id"] = public_id(str(item.get("id")))
     summary["event"] = event
     return summary
 

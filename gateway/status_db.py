@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, store_schema
+from gateway import __version__, store_schema, time_floor
 from gateway.status import StationStatus, alert_summary, sensor_states
 from gateway.store import SeqRanges, alert_item, now_ms, recent_receipts
 
@@ -80,6 +80,13 @@ def read_status(path: Path, area: str, *, alerts: int = 10, receipts: int = 10) 
         db.close()
 
 
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
 def _backlog(db: sqlite3.Connection, state: dict[str, str]) -> tuple[int, int | None]:
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
     last = int(row[0]) if row else 0
@@ -131,7 +138,7 @@ def _read(
         connected_ts=recorded.get("connected_ts"),
         last_publish_ts=recorded.get("last_publish_ts"),
         last_error=recorded.get("last_error"),
-        time_floor_ts=None,  # not in the database yet: see Station.time_floor_ts
+        time_floor_ts=_int_or_none(state.get(time_floor.STATE_KEY)),
         faults=faults,
         last_readings=last_readings,
         alerts=[alert_summary(a) for a in alert_items[:n_alerts]],

@@ -32,6 +32,13 @@ def _ago(ms: int) -> str:
     return f"{seconds} s ago"
 
 
+def _floor(ts: int | None) -> str:
+    """The time floor (docs/protocol.md §6.1) in UTC: messages that expired before it are old."""
+    if ts is None:
+        return "not set"
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def render(status: StationStatus, note: str = "") -> str:
     """The human-readable report; `note` says why the database is shown (if it is)."""
     now = status.ts
@@ -43,10 +50,10 @@ def render(status: StationStatus, note: str = "") -> str:
         f"Backlog:   {status.backlog:,} records not yet at the centre"
         + (f", oldest from {oldest}" if status.backlog else "")
     )
-    clock = "synced" if status.clock_synced else "NOT synced"
-    if status.time_floor_ts is not None:
-        clock += f" (time floor {when(status.time_floor_ts, now)})"
-    lines.append(f"Clock:     {clock} · audio: {status.audio or '?'}")
+    lines.append(
+        f"Clock:     {'synced' if status.clock_synced else 'NOT synced'} · "
+        f"time floor: {_floor(status.time_floor_ts)} · audio: {status.audio or '?'}"
+    )
     lines += ["", *_sensor_lines(status), "", *_alert_lines(status)]
     lines += ["", *_receipt_lines(status), "", *_programme_lines(status)]
     return "\n".join(lines)
