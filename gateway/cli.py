@@ -85,12 +85,15 @@ def speaker_test(config_path: Path, volume: float) -> None:
 
 def _register_tools() -> None:
     from gateway.cli_centre import alert, command, keygen
+    from gateway.cli_programmes import programme, programmes
     from gateway.cli_status import status
 
     main.add_command(status)
     main.add_command(keygen)
     main.add_command(alert)
     main.add_command(command)
+    main.add_command(programme)
+    main.add_command(programmes)
 
 
 _register_tools()

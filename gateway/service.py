@@ -29,6 +29,7 @@ from gateway.clock import StationClock
 from gateway.config import Config
 from gateway.intake import Intake
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
+from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine, RuleEvent
 from gateway.store import Store
 from gateway.sync import Uplink
@@ -96,6 +97,9 @@ class Station:
             last_readings=lambda: list(self.last_readings.values()),
         )
         self.intake.resume()
+        self.programmes = start_programmes(
+            self.config, self.store, self.queue, self.intake, self.clock, self._loop
+        )
         self.drivers = [self._make_driver(s) for s in self.config.sensors]
         for driver in self.drivers:
             driver.start()
@@ -144,6 +148,7 @@ class Station:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.programmes.close()
         self.queue.close()
         self.amp.close()
         self.player.close()
@@ -306,7 +311,19 @@ class Station:
             "clock_synced": self.clock.synced(),
             "audio": self.queue.state,
             "sensors": dict(self.sensor_health),
+            **self._programme_state(),
         }
+
+    def next_programmes(self, count: int = 5) -> list[dict[str, Any]]:
+        """The next programme items, soonest first: {id, item, at (epoch ms), local}."""
+        return self.programmes.upcoming(count) if hasattr(self, "programmes") else []
+
+    def _programme_state(self) -> dict[str, Any]:
+        """`next_programme` of the §3 state, and `programmes` saying whether they play (§10)."""
+        upcoming = self.next_programmes(1)
+        nxt = {k: upcoming[0][k] for k in ("id", "item", "at")} if upcoming else None
+        paused = "clock_unsynced" if not self.clock.synced() else "ok"
+        return {"next_programme": nxt, "programmes": paused}
 
     def status_line(self) -> str:
         """One line for `systemctl status`."""
@@ -339,6 +356,7 @@ class Station:
             self._beat_workers(beats, uplink_task)
             now = self.clock.now_ms()
             self.intake.tick(now)
+            self.programmes.tick()
             status = {
                 "running": True,
                 "pid": os.getpid(),
@@ -347,6 +365,7 @@ class Station:
                 "audio": self.queue.state,
                 "clock_synced": self.clock.synced(),
                 "sensors": dict(self.sensor_health),
+                **self._programme_state(),
             }
             # Flash wears with every write: record status when it changes, else once a minute.
             if status != recorded or now - recorded_at >= STATUS_REFRESH_MS:

@@ -176,6 +176,7 @@ def state_json(status: StationStatus, area: str) -> dict[str, object]:
         "time_floor_ts": status.time_floor_ms,
         "audio": recorded.get("audio"),
         "sensors": status.sensors(),
+        "next_programme": recorded.get("next_programme"),
         "station": status.station_id,
         "service_running": status.service_running,
         "broker_connected": status.broker_connected(),
@@ -243,8 +244,28 @@ def render(status: StationStatus, area: str) -> str:
         f"Clock:     {'synced' if rec.get('clock_synced') else 'NOT synced'} · "
         f"time floor: {_floor(status.time_floor_ms)} · audio: {rec.get('audio', '?')}"
     )
+    lines.append(_programme_line(rec))
     lines += ["", *_sensor_lines(status), "", *_alert_lines(status), "", *_receipt_lines(status)]
     return "\n".join(lines)
+
+
+def _programme_line(rec: dict[str, object]) -> str:
+    """The next programme item (docs/protocol.md §10), and why none plays if the clock is off."""
+    nxt = rec.get("next_programme")
+    paused = (
+        " — NOT PLAYING: the clock is not synced"
+        if rec.get("programmes") == "clock_unsynced"
+        else ""
+    )
+    if not isinstance(nxt, dict):
+        return f"Programme: no item scheduled{paused}"
+    at = nxt.get("at")
+    when = (
+        dt.datetime.fromtimestamp(at / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(at, int)
+        else "?"
+    )
+    return f"Programme: next {nxt.get('item')} of {nxt.get('id')} at {when}{paused}"
 
 
 def _broker_lines(status: StationStatus) -> list[str]:
