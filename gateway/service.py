@@ -33,6 +33,7 @@ from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine, RuleEvent
 from gateway.store import Store
 from gateway.sync import Uplink
+from gateway.village_mic import VillageMicrophone
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Station:
         self.programmes = start_programmes(
             self.config, self.store, self.queue, self.intake, self.clock, self._loop
         )
+        self.microphone = self._start_microphone()
         self.drivers = [self._make_driver(s) for s in self.config.sensors]
         for driver in self.drivers:
             driver.start()
@@ -149,6 +151,8 @@ class Station:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.programmes.close()
+        if self.microphone is not None:
+            self.microphone.close()
         self.queue.close()
         self.amp.close()
         self.player.close()
@@ -190,6 +194,23 @@ class Station:
             on_fault=self._threadsafe(self._on_broadcast_fault),
             time_ms=self.clock.now_ms,
         )
+
+    def _start_microphone(self) -> VillageMicrophone | None:
+        if self.config.microphone is None:
+            return None
+        microphone = VillageMicrophone(
+            self.config,
+            self.config.microphone,
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            rate=self.intake.rate,
+            record_event=self._record_event,
+            threadsafe=self._threadsafe,
+            pin_factory=self.pin_factory,
+        )
+        microphone.start()
+        return microphone
 
     def _make_driver(self, sensor: Any) -> Any:
         params = sensor.driver_params()
