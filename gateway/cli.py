@@ -63,11 +63,16 @@ def run(config_path: Path, log_level: str) -> None:
     help="Folder for the demo station's config, database and audio (default: a new temp folder).",
 )
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds.")
-def demo(directory: Path | None, seconds: float | None) -> None:
-    """A demo station with simulated sensors; works with no broker at all."""
+@click.option(
+    "--broker",
+    default=None,
+    help="HOST:PORT of a broker to play the centre through (default: the config's, localhost:1883).",
+)
+def demo(directory: Path | None, seconds: float | None, broker: str | None) -> None:
+    """A short day at a demo station: simulated sensors, a programme, an alert, a local alarm."""
     from gateway.demo import run_demo
 
-    sys.exit(run_demo(directory, seconds))
+    sys.exit(run_demo(directory, seconds, broker))
 
 
 @main.command("speaker-test")

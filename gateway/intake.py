@@ -135,6 +135,8 @@ class Intake:
         self.programme_topics = programme_topics(prefix, config.station.id, config.station.area)
         #: Where verified `programme` envelopes go (gateway/programmes/receiver.py).
         self.on_programme: Callable[[Envelope, str, bytes], None] | None = None
+        #: Told of every receipt as it is stored (the demo's screen).
+        self.on_receipt: Callable[[str, str, dict[str, Any]], None] | None = None
 
     # -- the door ----------------------------------------------------------------------------
 
@@ -499,6 +501,8 @@ class Intake:
     def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
         self.store.add_receipt(alert_id, status, fields)
         log.info("receipt %s %s %s", alert_id, status, fields or "")
+        if self.on_receipt is not None:
+            self.on_receipt(alert_id, status, fields)
         self.uplink.wake()
 
     # -- commands ----------------------------------------------------------------------------

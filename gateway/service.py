@@ -97,6 +97,9 @@ class Station:
             state=self.state_fields,
             last_readings=lambda: list(self.last_readings.values()),
         )
+        if self.on_record is not None:
+            echo = self.on_record
+            self.intake.on_receipt = lambda a, s, f: echo("receipt", {"alert": a, "status": s, **f})
         self.intake.resume()
         self.programmes = start_programmes(
             self.config, self.store, self.queue, self.intake, self.clock, self._loop
