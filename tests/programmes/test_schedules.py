@@ -8,11 +8,14 @@ state and what reached the loudspeakers.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.conftest import (
     EVENT_TOPIC,
@@ -79,6 +82,7 @@ def test_an_item_due_15_s_ahead_plays_within_a_second_of_its_time(rig: Rig) -> N
 
     broadcast = item_id("sched-ontime", "notice", when)
     playing = rig.wait_status(broadcast, "playing", timeout=30)
+    print(f"\nitem due {at_ms(when)}, playing at {playing['ts']}: {playing['ts'] - at_ms(when)} ms")
     assert abs(playing["ts"] - at_ms(when)) <= ON_TIME_MS, (playing["ts"], at_ms(when))
     rig.wait_status(broadcast, "played", timeout=10)
     assert rig.statuses(broadcast, mark) == ["queued", "playing", "played"]
@@ -189,3 +193,82 @@ def test_nothing_routine_plays_in_quiet_hours(rig: Rig) -> None:
     skipped = rig.wait_status(broadcast, "skipped", timeout=20)
     assert skipped["reason"] == "quiet_hours"
     assert rig.statuses(broadcast, mark) == ["skipped"]
+
+
+def centre_key_file(rig: Rig, folder: Path) -> Path:
+    path = folder / "centre.key"
+    path.write_bytes(
+        rig.centre.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def programme_send(rig: Rig, key: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "programme",
+            "send",
+            "--broker",
+            f"127.0.0.1:{rig.broker.port}",
+            "--key",
+            str(key),
+            "--key-name",
+            rig.centre.name,
+            "--area",
+            "371581001",
+            "--wait",
+            "3",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_centre_tool_sends_a_schedule_file_and_withdraws_it(rig: Rig, tmp_path: Path) -> None:
+    key = centre_key_file(rig, tmp_path)
+    when = local_in(3600)
+    schedule_file = tmp_path / "schedule.json"
+    body = {"id": "sched-tool", "items": [item("from-file", when, text="各位村民，请注意防汛。")]}
+    schedule_file.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+
+    sent = programme_send(rig, key, "--file", str(schedule_file))
+    assert sent.returncode == 0, sent.stderr
+    assert "published schedule sched-tool (retained) on cx/v1/programme/371581001" in sent.stdout
+    assert "received v" in sent.stdout and "1 item(s)" in sent.stdout
+    listing = programmes_cli(rig)
+    assert "sched-tool v" in listing and "from-file" in listing
+
+    withdrawn = programme_send(rig, key, "--withdraw", "sched-tool")
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    assert "0 item(s)" in withdrawn.stdout
+    assert "from-file" not in programmes_cli(rig)
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"id": "x", "items": [{"name": "a", "at": "31:00"}]}))
+    refused = programme_send(rig, key, "--file", str(broken))
+    assert refused.returncode != 0 and "invalid schedule" in refused.stderr
+
+
+def test_an_item_cut_by_a_crash_plays_again_after_the_restart(rig: Rig) -> None:
+    when = local_in(5)
+    body = schedule("sched-crash", 1, [item("crash", when, clip="long", tone="none")])
+    publish_schedule(rig, body)
+    broadcast = item_id("sched-crash", "crash", when)
+    rig.wait_status(broadcast, "playing", timeout=20)
+    rig.station.kill()
+    mark = rig.mark()
+    rig.start()
+    rig.wait_status(broadcast, "played", timeout=20)
+    assert rig.statuses(broadcast, mark)[-3:] == ["queued", "playing", "played"]
