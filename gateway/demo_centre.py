@@ -124,6 +124,8 @@ async def play_the_centre(
     fields = {
         "id": SCHEDULE_ID,
         "timezone": "Asia/Shanghai",
+        "valid_from": due.date().isoformat(),  # today only: a demo, not a daily programme
+        "valid_until": due.date().isoformat(),
         "items": [{"name": ITEM, "at": f"{due:%H:%M:%S}", "text": ITEM_TEXT, "tone": "chime"}],
     }
     payload = build_schedule(fields, centre.town, now)
