@@ -9,6 +9,8 @@ events are what the centre's subscriber gets.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import random
 import struct
 import time
@@ -16,11 +18,13 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
+from gateway.envelope import seal
 from tests.e2e.conftest import BEEP, RATE, occurrences, sine_pcm, write_clip
 from tests.support.alsa_capture import AlsaCapture, alsa_capture
 from tests.support.mosquitto import Mosquitto, Subscriber
@@ -227,3 +231,37 @@ def test_a_missing_input_device_is_a_clear_fault_and_alerts_still_play(
         assert not rig.receipts("mic:")
     finally:
         rig.close()
+
+
+def test_the_microphone_preempts_a_programme_item_which_plays_again_after(
+    station: Station,
+) -> None:
+    write_clip(station.folder / "clips", "talk", sine_pcm(523, 3.0, amplitude=0.25))
+    when = dt.datetime.now(ZoneInfo("Asia/Shanghai")).replace(microsecond=0) + dt.timedelta(
+        seconds=4
+    )
+    body = {
+        "id": "sched-mic",
+        "version": 1,
+        "sent": dt.datetime.now(dt.UTC).isoformat(),
+        "areas": ["371581001"],
+        "items": [{"name": "talk", "at": f"{when:%H:%M:%S}", "clip": "talk", "tone": "none"}],
+    }
+    raw = seal(json.dumps(body).encode(), "programme", station.centre.name, station.centre.key)
+    station.sub.client.publish(topic("programme", "371581001"), raw, qos=1, retain=True)
+    item = f"prog:sched-mic:talk:{when.date().isoformat()}"
+    station.wait_receipt(item, "playing")
+    station.button.drive_low()
+    mic_id = station.wait_receipt("mic:", "playing")["alert"]
+    station.wait_receipt(item, "interrupted")
+    time.sleep(1.0)
+    station.button.drive_high()
+    station.wait_receipt(mic_id, "played")
+    station.wait_receipt(item, "played")
+    assert [r["status"] for r in station.receipts(item)] == [
+        "queued",
+        "playing",
+        "interrupted",
+        "playing",
+        "played",
+    ]
