@@ -376,11 +376,16 @@ class Station:
     ) -> None:
         recorded: dict[str, Any] = {}
         recorded_at = 0
+        recorded_programmes = self._programme_state()
         while True:
             self._beat_workers(beats, uplink_task)
             now = self.clock.now_ms()
             self.intake.tick(now)
             self.programmes.tick()
+            programme_state = self._programme_state()
+            if programme_state != recorded_programmes:  # a §3 field: publish it on change
+                recorded_programmes = programme_state
+                self.uplink.state_changed()
             status = {
                 "running": True,
                 "pid": os.getpid(),
@@ -389,7 +394,7 @@ class Station:
                 "audio": self.queue.state,
                 "clock_synced": self.clock.synced(),
                 "sensors": dict(self.sensor_health),
-                **self._programme_state(),
+                **programme_state,
             }
             # Flash wears with every write: record status when it changes, else once a minute.
             if status != recorded or now - recorded_at >= STATUS_REFRESH_MS:
