@@ -32,13 +32,8 @@ MAX_REMEMBERED = 1000
 
 Receipt = Callable[[str, str, dict[str, Any]], None]
 RejectDownlink = Callable[[str, str, str | None, bytes, str], None]
-#: (key name, envelope type, areas) -> may this key send that there?
+#: (key name, envelope type, areas) -> may this key send that there? (gateway/scope.py)
 Scope = Callable[[str, str, list[str]], bool]
-
-
-def any_scope(key: str, type_: str, areas: list[str]) -> bool:
-    """The scope check while keys carry no scope: every trusted key may send anything."""
-    return True
 
 
 class ScheduleReceiver:
@@ -55,7 +50,7 @@ class ScheduleReceiver:
         receipt: Receipt,
         reject_downlink: RejectDownlink,
         on_change: Callable[[], None],
-        may: Scope = any_scope,
+        may: Scope,
     ) -> None:
         self.book = book
         self._path = set(area_path(station_area))

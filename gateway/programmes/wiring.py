@@ -17,9 +17,10 @@ from gateway.config import Config
 from gateway.intake import Intake
 from gateway.programmes.book import ProgrammeBook
 from gateway.programmes.model import ItemBase
-from gateway.programmes.receiver import ScheduleReceiver, Scope, any_scope
+from gateway.programmes.receiver import ScheduleReceiver
 from gateway.programmes.scheduler import ProgrammeScheduler
 from gateway.programmes.timetable import local_slots
+from gateway.scope import authorised
 from gateway.store import Store
 
 
@@ -48,8 +49,6 @@ def start_programmes(
     intake: Intake,
     clock: StationClock,
     loop: asyncio.AbstractEventLoop,
-    *,
-    may: Scope = any_scope,
 ) -> ProgrammeScheduler:
     """Load the schedules kept, resume unfinished items, and route programme envelopes."""
     book = ProgrammeBook(store)
@@ -76,7 +75,7 @@ def start_programmes(
         receipt=intake._receipt,
         reject_downlink=intake._reject_downlink,
         on_change=scheduler.schedules_changed,
-        may=may,
+        may=lambda key, type_, areas: authorised(intake.scopes[key], type_, areas),
     )
     intake.on_programme = receiver.handle
     scheduler.resume()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from gateway.envelope import seal
 from tests.e2e.conftest import (
     EVENT_TOPIC,
     STATE_TOPIC,
@@ -27,6 +28,7 @@ from tests.e2e.conftest import (
     sine_pcm,
 )
 from tests.programmes.helpers import (
+    TOWN_PROGRAMME_TOPIC,
     at_ms,
     item,
     item_id,
@@ -35,7 +37,7 @@ from tests.programmes.helpers import (
     schedule,
     wait_s,
 )
-from tests.support.station import ROOT, wait_until
+from tests.support.station import ROOT, Centre, wait_until
 
 NOTICE = sine_pcm(700, 0.6, amplitude=0.3)
 LONG = sine_pcm(523, 3.0, amplitude=0.25)
@@ -44,10 +46,22 @@ SIREN_CLIP = sine_pcm(1800, 2.5, amplitude=0.6)
 ON_TIME_MS = 1000
 
 
+#: A key that may send alerts but not programmes, and a programme key for another town.
+ALERTS_ONLY = Centre(name="alerts-only")
+OTHER_TOWN = Centre(name="other-town")
+
+
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     clips = {"notice": NOTICE, "long": LONG, "alarm": SIREN_CLIP}
-    with running_station(tmp_path_factory.mktemp("programmes"), clips=clips) as station:
+    keys = {
+        ALERTS_ONLY.name: f'{{ key = "{ALERTS_ONLY.public_b64}", may = ["alert", "cap"] }}',
+        OTHER_TOWN.name: (
+            f'{{ key = "{OTHER_TOWN.public_b64}", areas = ["371581002"], may = ["programme"] }}'
+        ),
+    }
+    folder = tmp_path_factory.mktemp("programmes")
+    with running_station(folder, clips=clips, keys=keys) as station:
         yield station
 
 
@@ -272,3 +286,17 @@ def test_an_item_cut_by_a_crash_plays_again_after_the_restart(rig: Rig) -> None:
     rig.start()
     rig.wait_status(broadcast, "played", timeout=20)
     assert rig.statuses(broadcast, mark)[-3:] == ["queued", "playing", "played"]
+
+
+@pytest.mark.parametrize("centre", [ALERTS_ONLY, OTHER_TOWN], ids=lambda c: c.name)
+def test_a_key_whose_scope_lacks_programme_or_the_area_is_not_authorised(
+    rig: Rig, centre: Centre
+) -> None:
+    schedule_id = f"sched-scope-{centre.name}"
+    body = schedule(schedule_id, 1, [item("x", local_in(600), clip="notice")])
+    raw = seal(json.dumps(body).encode(), "programme", centre.name, centre.key)
+    info = rig.sub.client.publish(TOWN_PROGRAMME_TOPIC, raw, qos=1, retain=True)
+    info.wait_for_publish(5)
+    rejected = rig.wait_status(f"prog:{schedule_id}", "rejected")
+    assert rejected["reason"] == "not_authorised"
+    assert schedule_id not in programmes_cli(rig)
