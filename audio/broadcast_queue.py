@@ -4,13 +4,18 @@ Everything that makes sound goes through one ``BroadcastQueue`` — central
 alerts, local alarms, the speaker test — so that nothing else can take the
 loudspeakers and the order is always PROTOCOL.md §9:
 
-- priority ``red`` > ``orange`` > ``yellow`` > ``blue``; at equal level a
-  central alert outranks a local alarm; then first come, first served;
+- priority ``red`` > ``orange`` > ``yellow`` > ``blue`` > ``mic`` (the village
+  microphone) > ``routine`` (scheduled programmes); at equal level a central
+  alert outranks a local alarm; then first come, first served;
 - a broadcast of higher priority (level, then central over local) preempts
   the one playing within 200 ms (the player's abort); the preempted one is
   reported ``interrupted``, goes back in the queue and later plays again from
   the start, unless it expired or was cancelled meanwhile;
-- expiry is checked before a broadcast starts or restarts.
+- expiry is checked before a broadcast starts or restarts, and so is a
+  broadcast's ``gate`` (a programme item that can no longer start in its time
+  is reported ``skipped`` with the gate's reason);
+- a ``live`` broadcast (the microphone) plays what its source yields, as it
+  comes, until the source ends.
 
 One worker thread plays. For each broadcast it starts rendering the speech
 (TTS can take half a second) in a helper thread *before* anything else, then
@@ -40,7 +45,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from audio.amp import Amplifier
@@ -51,8 +56,8 @@ from audio.tts import TtsUnavailable
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("red", "orange", "yellow", "blue")
-"""Warning levels, highest first."""
+LEVELS = ("red", "orange", "yellow", "blue", "mic", "routine")
+"""Broadcast levels, highest first: the four warning levels, the microphone, programmes."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
 
@@ -74,6 +79,10 @@ class Broadcast:
     expires_ms: int | None = None
     silent: bool = False  # a test alert without sound: go through the states, write no audio
     volume: float | None = None
+    # Asked before each start (True after a preemption): a reason to skip it instead, or None.
+    gate: Callable[[bool], str | None] | None = None
+    # A live source (the microphone): called at each start, after the amplifier's warm-up.
+    live: Callable[[], Iterable[bytes]] | None = None
 
 
 def priority(b: Broadcast) -> tuple[int, int]:
@@ -131,6 +140,7 @@ class _Entry:
     state: str = "queued"  # "queued" | "playing"
     stop: str | None = None  # why the worker should stop: "preempted" | "cancelled" | "closed"
     announced: bool = False  # "playing" was reported for the current run
+    preempted: bool = False  # it was stopped by a higher priority at least once
     abort: threading.Event = field(default_factory=threading.Event)
 
     def key(self) -> tuple[int, int, int]:
@@ -395,12 +405,26 @@ class BroadcastQueue:
             if expires is not None and self._time_ms() >= expires:
                 self._emit(entry.b.id, "expired", {})
                 continue
+            skip = self._gate(entry)
+            if skip is not None:
+                self._emit(entry.b.id, "skipped", {"reason": skip})
+                continue
             entry.state, entry.stop, entry.announced = "playing", None, False
             entry.abort.clear()
             self._current = entry
             self._state_changed()
             return entry
         return None
+
+    def _gate(self, entry: _Entry) -> str | None:
+        gate = entry.b.gate
+        if gate is None:
+            return None
+        try:
+            return gate(entry.preempted)
+        except Exception:
+            log.exception("the start check of broadcast %s failed; it plays", entry.b.id)
+            return None
 
     def _run(self, entry: _Entry) -> None:
         if entry.b.silent:
@@ -441,6 +465,7 @@ class BroadcastQueue:
             why = entry.stop
             if why == "preempted":
                 entry.state = "queued"
+                entry.preempted = True
                 self._pending.append(entry)
         if why == "preempted" and entry.announced:
             self._emit(entry.b.id, "interrupted", {})
@@ -506,6 +531,8 @@ class BroadcastQueue:
             return False
         if tone and not player.play([tone], abort, entry.b.volume):
             return False
+        if entry.b.live is not None:
+            return player.play(entry.b.live(), abort, entry.b.volume)
         return entry.speech is None or self._play_speech(entry)
 
     def _raise_if_speech_failed(self, entry: _Entry) -> None:

@@ -235,8 +235,8 @@ class _CentreClient:
             self.close()
             raise CentreError(f"broker {self.host}:{self.port} did not confirm the subscription")
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(PUBLISH_TIMEOUT_S)
         if not info.is_published():
             raise CentreError(f"broker {self.host}:{self.port} did not acknowledge the message")

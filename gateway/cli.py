@@ -63,11 +63,16 @@ def run(config_path: Path, log_level: str) -> None:
     help="Folder for the demo station's config, database and audio (default: a new temp folder).",
 )
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds.")
-def demo(directory: Path | None, seconds: float | None) -> None:
-    """A demo station with simulated sensors; works with no broker at all."""
+@click.option(
+    "--broker",
+    default=None,
+    help="HOST:PORT of a broker to play the centre through (default: the config's, localhost:1883).",
+)
+def demo(directory: Path | None, seconds: float | None, broker: str | None) -> None:
+    """A short day at a demo station: simulated sensors, a programme, an alert, a local alarm."""
     from gateway.demo import run_demo
 
-    sys.exit(run_demo(directory, seconds))
+    sys.exit(run_demo(directory, seconds, broker))
 
 
 @main.command("speaker-test")
@@ -86,6 +91,7 @@ def speaker_test(config_path: Path, volume: float) -> None:
 def _register_tools() -> None:
     from gateway.cli_centre import alert, command, keygen
     from gateway.cli_export import export
+    from gateway.cli_programmes import programme, programmes
     from gateway.cli_status import status
 
     main.add_command(status)
@@ -93,6 +99,8 @@ def _register_tools() -> None:
     main.add_command(keygen)
     main.add_command(alert)
     main.add_command(command)
+    main.add_command(programme)
+    main.add_command(programmes)
 
 
 _register_tools()

@@ -31,6 +31,7 @@ from pydantic import (
 
 from drivers.base import BOOLEAN_QUANTITIES
 from gateway.keys import decode_public_key
+from gateway.programmes.model import LocalProgramme
 from gateway.scope import TRUSTED_KEY_FORMS, KeyScope, TrustedKeyValue, key_scopes
 
 LEVELS = ("red", "orange", "yellow", "blue")
@@ -145,6 +146,7 @@ class AudioConfig(_Section):
     default_repeat: dict[Level, Annotated[int, Field(ge=1, le=10)]] = Field(
         default_factory=lambda: dict(DEFAULT_REPEAT)
     )
+    microphone_level: Literal["red", "orange", "yellow", "blue", "mic"] = "mic"
 
     @model_validator(mode="after")
     def _all_levels(self) -> AudioConfig:
@@ -153,6 +155,16 @@ class AudioConfig(_Section):
             if missing:
                 raise ValueError(f"{key} needs a value for every level; missing {missing}")
         return self
+
+
+class MicrophoneConfig(_Section):
+    """The village microphone: a PyAudio input and a push-to-talk button (PROTOCOL.md §11)."""
+
+    device: str | int = "default"
+    ptt_pin: BcmPin
+    gain: float = Field(1.0, ge=0.0, le=10.0)
+    record: bool = False
+    debounce_s: float = Field(0.05, ge=0.0, le=1.0)
 
 
 # --- sensors -----------------------------------------------------------------
@@ -346,6 +358,8 @@ class Config(_Section):
     audio: AudioConfig = AudioConfig()
     sensors: list[SensorConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    microphone: MicrophoneConfig | None = None
+    programmes: list[LocalProgramme] = Field(default_factory=list)
 
     def config_hash(self) -> str:
         """A short stable hash of the effective configuration (for the `started` event)."""
@@ -511,9 +525,10 @@ def _read(reader: _Reader) -> dict[str, Any]:
         "security": SecurityConfig,
         "audio": AudioConfig,
     }
+    lists = ("sensors", "rules", "programmes")
     for key in data:
-        if key not in (*models, "sensors", "rules"):
-            close = difflib.get_close_matches(key, [*models, "sensors", "rules"], n=1)
+        if key not in (*models, *lists, "microphone"):
+            close = difflib.get_close_matches(key, [*models, *lists, "microphone"], n=1)
             hint = f"; did you mean [{close[0]}]?" if close else ""
             reader.problem((key,), f"unknown section{hint}")
     if "station" not in data:
@@ -521,7 +536,11 @@ def _read(reader: _Reader) -> dict[str, Any]:
     for key, model in models.items():
         if key in data or key != "station":
             sections[key] = reader.validate(model, data.get(key, {}), (key,))
-    for key in ("sensors", "rules"):
+    if "microphone" in data:
+        sections["microphone"] = reader.validate(
+            MicrophoneConfig, data["microphone"], ("microphone",)
+        )
+    for key in lists:
         if key in data and not isinstance(data[key], list):
             reader.problem((key,), f"write each entry as [[{key}]]")
     raw_sensors = data.get("sensors", [])
@@ -533,6 +552,11 @@ def _read(reader: _Reader) -> dict[str, Any]:
     sections["rules"] = [
         reader.validate(RuleConfig, raw, ("rules", i))
         for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else [])
+    ]
+    raw_programmes = data.get("programmes", [])
+    sections["programmes"] = [
+        reader.validate(LocalProgramme, raw, ("programmes", i))
+        for i, raw in enumerate(raw_programmes if isinstance(raw_programmes, list) else [])
     ]
     return sections
 
@@ -597,6 +621,15 @@ def _cross_check(reader: _Reader, parts: dict[str, Any]) -> None:
     audio: AudioConfig | None = parts.get("audio")
     if audio is not None and audio.amp_pin is not None:
         pins[audio.amp_pin] = "audio.amp_pin"
+    microphone: MicrophoneConfig | None = parts.get("microphone")
+    if microphone is not None:
+        if microphone.ptt_pin in pins:
+            reader.problem(
+                ("microphone", "ptt_pin"),
+                f"GPIO {microphone.ptt_pin} is already used by {pins[microphone.ptt_pin]}",
+            )
+        pins[microphone.ptt_pin] = "microphone.ptt_pin"
+    _check_programmes(reader, parts.get("programmes") or [], audio)
     for i, sensor in enumerate(sensors):
         if sensor is None:
             continue
@@ -624,6 +657,28 @@ def _cross_check(reader: _Reader, parts: dict[str, Any]) -> None:
             reader.problem(("rules", i, "name"), f"rule name {rule.name!r} is used twice")
         rule_names.add(rule.name)
         _check_rule(reader, i, rule, by_name.get(rule.sensor), list(by_name), audio)
+
+
+def _check_programmes(
+    reader: _Reader, programmes: list[LocalProgramme | None], audio: AudioConfig | None
+) -> None:
+    names: set[str] = set()
+    for i, item in enumerate(programmes):
+        if item is None:
+            continue
+        if item.name in names:
+            reader.problem(("programmes", i, "name"), f"programme name {item.name!r} is used twice")
+        names.add(item.name)
+        if item.clip and audio is not None and not (audio.clips_dir / f"{item.clip}.wav").is_file():
+            reader.problem(
+                ("programmes", i, "clip"),
+                f"clip file {audio.clips_dir / f'{item.clip}.wav'} does not exist",
+            )
+        if item.text and audio is not None and audio.tts == "none":
+            reader.problem(
+                ("programmes", i, "text"),
+                'audio.tts = "none" cannot speak text; record a clip, or set tts = "espeak-ng"',
+            )
 
 
 def _check_rule(

@@ -60,6 +60,17 @@ LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
 
 
+def programme_topics(prefix: str, station_id: str, area: str) -> frozenset[str]:
+    """The retained topics schedules come on (docs/protocol.md §2); `prefix` ends with /."""
+    codes = ("all", *(area[:n] for n in (2, 4, 6, 9, 12)))
+    return frozenset(
+        {
+            *(f"{prefix}programme/{code}" for code in codes),
+            f"{prefix}station/{station_id}/programme",
+        }
+    )
+
+
 def untrusted_text(text: str, limit: int = MAX_UNTRUSTED_CHARS) -> str:
     """A string from an unverified message made safe to store, log and publish.
 
@@ -121,6 +132,11 @@ class Intake:
         self._station_alert = f"{prefix}station/{config.station.id}/alert"
         self._station_cmd = f"{prefix}station/{config.station.id}/cmd"
         self._area_prefix = f"{prefix}alert/"
+        self.programme_topics = programme_topics(prefix, config.station.id, config.station.area)
+        #: Where verified `programme` envelopes go (gateway/programmes/receiver.py).
+        self.on_programme: Callable[[Envelope, str, bytes], None] | None = None
+        #: Told of every receipt as it is stored (the demo's screen).
+        self.on_receipt: Callable[[str, str, dict[str, Any]], None] | None = None
 
     # -- the door ----------------------------------------------------------------------------
 
@@ -139,10 +155,14 @@ class Intake:
             return
         on_cmd_topic = topic == self._station_cmd
         on_alert_topic = topic == self._station_alert or topic.startswith(self._area_prefix)
+        on_programme_topic = topic in self.programme_topics
         if envelope.type == "command" and on_cmd_topic:
             self._command(envelope, topic, payload)
         elif envelope.type in ("alert", "cap") and on_alert_topic:
             self._alert(envelope, topic, payload)
+        elif envelope.type == "programme" and on_programme_topic:
+            if self.on_programme is not None:
+                self.on_programme(envelope, topic, payload)
         else:
             # A type on the wrong topic (§6): a command relabelled for an alert topic, a
             # programme anywhere but a programme topic, ...
@@ -429,6 +449,8 @@ class Intake:
         """After a crash or power cut, unfinished unexpired broadcasts play again from the start."""
         for record in self.store.unfinished_alerts():
             broadcast_id = str(record["id"])
+            if record.get("kind") in ("programme", "microphone"):
+                continue  # the scheduler resumes programmes; a microphone use ended with the process
             if record.get("kind") == "command":
                 # Crashed between logging a command and answering it: the centre sees no
                 # answer and may send a new command; running it twice is worse.
@@ -479,6 +501,8 @@ class Intake:
     def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
         self.store.add_receipt(alert_id, status, fields)
         log.info("receipt %s %s %s", alert_id, status, fields or "")
+        if self.on_receipt is not None:
+            self.on_receipt(alert_id, status, fields)
         self.uplink.wake()
 
     # -- commands ----------------------------------------------------------------------------

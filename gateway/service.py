@@ -29,12 +29,14 @@ from gateway.clock import StationClock
 from gateway.config import Config
 from gateway.intake import Intake
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
+from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine, RuleEvent
 from gateway.status import protocol_state, status_json
 from gateway.status_live import live_status
 from gateway.status_socket import StatusServer, socket_path
 from gateway.store import Store
 from gateway.sync import Uplink
+from gateway.village_mic import VillageMicrophone
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,14 @@ class Station:
             state=self.state_fields,
             last_readings=lambda: list(self.last_readings.values()),
         )
+        if self.on_record is not None:
+            echo = self.on_record
+            self.intake.on_receipt = lambda a, s, f: echo("receipt", {"alert": a, "status": s, **f})
         self.intake.resume()
+        self.programmes = start_programmes(
+            self.config, self.store, self.queue, self.intake, self.clock, self._loop
+        )
+        self.microphone = self._start_microphone()
         self.status_server = StatusServer(
             socket_path(self.config.storage.path), lambda: status_json(live_status(self))
         )
@@ -152,6 +161,9 @@ class Station:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.status_server.close()
+        self.programmes.close()
+        if self.microphone is not None:
+            self.microphone.close()
         self.queue.close()
         self.amp.close()
         self.player.close()
@@ -193,6 +205,23 @@ class Station:
             on_fault=self._threadsafe(self._on_broadcast_fault),
             time_ms=self.clock.now_ms,
         )
+
+    def _start_microphone(self) -> VillageMicrophone | None:
+        if self.config.microphone is None:
+            return None
+        microphone = VillageMicrophone(
+            self.config,
+            self.config.microphone,
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            rate=self.intake.rate,
+            record_event=self._record_event,
+            threadsafe=self._threadsafe,
+            pin_factory=self.pin_factory,
+        )
+        microphone.start()
+        return microphone
 
     def _make_driver(self, sensor: Any) -> Any:
         params = sensor.driver_params()
@@ -309,9 +338,16 @@ class Station:
         """The clock's time floor (docs/protocol.md §6.1, gateway/time_floor.py) for status."""
         return self.intake.floor.floor_ms
 
-    def next_programme_items(self) -> list[dict[str, Any]]:
-        """The next programme items (docs/protocol.md §10) for status; none until scheduled."""
-        return []
+    def next_programmes(self, count: int = 5) -> list[dict[str, Any]]:
+        """The next programme items, soonest first: {id, item, at (epoch ms), local}."""
+        return self.programmes.upcoming(count) if hasattr(self, "programmes") else []
+
+    def programme_state(self) -> dict[str, Any]:
+        """`next_programme` of the §3 state, and `programme_state` saying whether they play (§10)."""
+        upcoming = self.next_programmes(1)
+        nxt = {k: upcoming[0][k] for k in ("id", "item", "at")} if upcoming else None
+        paused = "clock_unsynced" if not self.clock.synced() else "ok"
+        return {"next_programme": nxt, "programme_state": paused}
 
     def status_line(self) -> str:
         """One line for `systemctl status`."""
@@ -340,10 +376,16 @@ class Station:
     ) -> None:
         recorded: dict[str, Any] = {}
         recorded_at = 0
+        recorded_programmes = self.programme_state()
         while True:
             self._beat_workers(beats, uplink_task)
             now = self.clock.now_ms()
             self.intake.tick(now)
+            self.programmes.tick()
+            programme_state = self.programme_state()
+            if programme_state != recorded_programmes:  # a §3 field: publish it on change
+                recorded_programmes = programme_state
+                self.uplink.state_changed()
             status = {
                 "running": True,
                 "pid": os.getpid(),
@@ -352,6 +394,7 @@ class Station:
                 "audio": self.queue.state,
                 "clock_synced": self.clock.synced(),
                 "sensors": dict(self.sensor_health),
+                **programme_state,
             }
             # Flash wears with every write: record status when it changes, else once a minute.
             if status != recorded or now - recorded_at >= STATUS_REFRESH_MS:

@@ -37,6 +37,8 @@ PROTOCOL_FIELDS = (
     "clock_synced",
     "audio",
     "sensors",
+    "next_programme",
+    "programme_state",
 )
 #: What the alert log's entries are cut down to in a status answer.
 ALERT_FIELDS = ("id", "key", "state", "level", "event", "received_ts", "updated_ts")
@@ -78,6 +80,9 @@ class StationStatus:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     programmes: list[dict[str, Any]] = field(default_factory=list)
+    # docs/protocol.md §10: the next routine item, and whether routine items play at all
+    next_programme: dict[str, Any] | None = None
+    programme_state: str | None = None
 
     @property
     def online(self) -> bool:

@@ -143,5 +143,7 @@ def _read(
         last_readings=last_readings,
         alerts=[alert_summary(a) for a in alert_items[:n_alerts]],
         receipts=recent_receipts(db, n_receipts),
-        programmes=[],
+        programmes=[recorded["next_programme"]] if recorded.get("next_programme") else [],
+        next_programme=recorded.get("next_programme"),
+        programme_state=recorded.get("programme_state"),
     )

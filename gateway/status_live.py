@@ -63,7 +63,8 @@ class LiveStation(Protocol):
     def last_readings(self) -> dict[str, dict[str, Any]]: ...
 
     def time_floor_ts(self) -> int | None: ...
-    def next_programme_items(self) -> list[dict[str, Any]]: ...
+    def next_programmes(self, count: int = 5) -> list[dict[str, Any]]: ...
+    def programme_state(self) -> dict[str, Any]: ...
 
 
 def live_status(station: LiveStation, *, detail: bool = True) -> StationStatus:
@@ -85,6 +86,9 @@ def live_status(station: LiveStation, *, detail: bool = True) -> StationStatus:
         database=str(config.storage.path),
         service_running=True,
     )
+    programme = station.programme_state()
+    status.next_programme = programme["next_programme"]
+    status.programme_state = programme["programme_state"]
     if detail:
         _add_detail(station, status)
     return status
@@ -110,4 +114,4 @@ def _add_detail(station: LiveStation, status: StationStatus) -> None:
     alerts = [a for a in store.recent_alerts(RECENT * 4) if a.get("kind") != "command"]
     status.alerts = [alert_summary(a) for a in alerts[:RECENT]]
     status.receipts = store.recent_receipts(RECENT)
-    status.programmes = station.next_programme_items()
+    status.programmes = station.next_programmes(RECENT)

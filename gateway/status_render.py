@@ -54,6 +54,7 @@ def render(status: StationStatus, note: str = "") -> str:
         f"Clock:     {'synced' if status.clock_synced else 'NOT synced'} · "
         f"time floor: {_floor(status.time_floor_ts)} · audio: {status.audio or '?'}"
     )
+    lines.append(_programme_line(status))
     lines += ["", *_sensor_lines(status), "", *_alert_lines(status)]
     lines += ["", *_receipt_lines(status), "", *_programme_lines(status)]
     return "\n".join(lines)
@@ -135,12 +136,33 @@ def _receipt_lines(status: StationStatus) -> list[str]:
     return lines
 
 
+def _due(ts: object, now: int) -> str:
+    """A programme item's local start time and how soon it is due."""
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return "?"
+    local = dt.datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    seconds = max(0, ts - now) // 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{local} (in {seconds // size} {unit})"
+    return f"{local} (in {seconds} s)"
+
+
+def _programme_line(status: StationStatus) -> str:
+    """The next routine item (docs/protocol.md §10), and why none plays if the clock is off."""
+    paused = status.programme_state == "clock_unsynced"
+    note = " — NOT PLAYING: the clock is not synced" if paused else ""
+    nxt = status.next_programme
+    if not nxt:
+        return f"Programme: no item scheduled{note}"
+    return f"Programme: next {nxt.get('item')} of {nxt.get('id')} at {_due(nxt.get('at'), status.ts)}{note}"
+
+
 def _programme_lines(status: StationStatus) -> list[str]:
     lines = ["Next programme items"]
     for item in status.programmes:
-        start = item.get("start_ts", item.get("ts"))
-        title = item.get("title") or item.get("id") or ""
-        lines.append(f"  {when(start, status.ts):32} {title}")
+        title = f"{item.get('item')} ({item.get('id')})"
+        lines.append(f"  {_due(item.get('at'), status.ts):32} {title}")
     if not status.programmes:
         lines.append("  (none)")
     return lines

@@ -1042,6 +1042,24 @@ class Store:
             rows = self._reader_db.execute(sql, params).fetchall()
         return [alert_item(row) for row in rows]
 
+    # --- programme schedules (docs/protocol.md §10) ---------------------------------------------
+
+    def save_programme(self, key: str, schedule_id: str, version: int, payload: str) -> None:
+        """Keep a schedule's newest version (withdrawn ones too); committed before it returns."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO programmes VALUES (?, ?, ?, ?, ?)",
+                (key, schedule_id, version, now_ms(), payload),
+            )
+
+    def programmes(self) -> list[tuple[str, str, int, str]]:
+        """Every kept schedule as (key, id, version, payload), oldest first."""
+        with self._read_lock:
+            rows = self._reader_db.execute(
+                "SELECT key, id, version, payload FROM programmes ORDER BY received_ts, rowid"
+            ).fetchall()
+        return [(str(k), str(i), int(v), str(p)) for k, i, v, p in rows]
+
     # --- storage budget -------------------------------------------------------------------------
 
     def enforce_budget(self) -> None:

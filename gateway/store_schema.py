@@ -26,6 +26,13 @@ Layout (version 1):
 ``alerts``
     The alert log: each accepted alert id once (de-duplication survives restarts), its
     broadcast state and the record the alerts module needs to resume it after a power cut.
+
+Version 2 adds:
+
+``programmes``
+    The programme schedules in force (docs/protocol.md §10): per (signing key, schedule id) the
+    highest version received and its payload as received, withdrawn ones (no items) included,
+    so that an older retained copy cannot bring a schedule back after a restart.
 """
 
 from __future__ import annotations
@@ -71,8 +78,19 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_received ON alerts (received_ts);
 """
 
+_V2 = """
+CREATE TABLE programmes (
+    key         TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (key, id)
+);
+"""
+
 #: Migration N (1-based) brings a database from version N-1 to version N. Append only.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -102,6 +102,9 @@ def topics_for(prefix: str, station_id: str, area: str) -> Topics:
         *(f"{prefix}/alert/{code}" for code in area_path(area)),
         f"{base}/alert",
         f"{base}/cmd",
+        f"{prefix}/programme/all",
+        *(f"{prefix}/programme/{code}" for code in area_path(area)),
+        f"{base}/programme",
     )
     return Topics(
         state=f"{base}/state",

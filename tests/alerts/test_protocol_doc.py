@@ -24,6 +24,9 @@ TOPICS = {
     "{prefix}/alert/{areaCode}",
     "{prefix}/station/{stationId}/alert",
     "{prefix}/station/{stationId}/cmd",
+    "{prefix}/programme/all",
+    "{prefix}/programme/{areaCode}",
+    "{prefix}/station/{stationId}/programme",
 }
 
 

@@ -116,6 +116,8 @@ def test_example_lists_every_key() -> None:
         cfg.SecurityConfig,
         cfg.AudioConfig,
         cfg.RuleConfig,
+        cfg.MicrophoneConfig,
+        cfg.LocalProgramme,
     ):
         for key in model.model_fields:
             if key in {"quantity", "below", "active", "clear_above"} and model is cfg.RuleConfig:

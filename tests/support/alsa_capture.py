@@ -129,8 +129,13 @@ def write_alsa_config(
     devices: dict[str, str] | None = None,
     failing: bool = False,
     no_device: bool = False,
+    mic: Path | None = None,
 ) -> AlsaCapture:
-    """Write ``directory/asound.conf`` capturing the default output to ``directory/out.raw``."""
+    """Write ``directory/asound.conf`` capturing the default output to ``directory/out.raw``.
+
+    With ``mic``, the default device also records: its capture side reads that raw file
+    (16-bit LE at the stream's rate, then zeros; TESTING.md "A microphone that reads a file").
+    """
     directory.mkdir(parents=True, exist_ok=True)
     output = directory / "out.raw"
     lines = ["pcm.null { type null }"]
@@ -138,6 +143,13 @@ def write_alsa_config(
         # A default on a sound card that does not exist: PortAudio then lists no
         # output at all. (A config with no default PCM makes PortAudio abort.)
         lines.append("pcm.!default { type hw card 31 device 0 }")
+    elif mic is not None:
+        lines.append(f"pcm.outfile {_pcm_file(output)}")
+        lines.append(
+            f'pcm.micfile {{ type file slave.pcm "null" file "/dev/null" '
+            f'infile "{_quote(mic)}" format "raw" }}'
+        )
+        lines.append('pcm.!default { type asym playback.pcm "outfile" capture.pcm "micfile" }')
     else:
         target = Path("/dev/full") if failing else output
         lines.append(f"pcm.!default {_pcm_file(target)}")
@@ -157,9 +169,12 @@ def alsa_capture(
     devices: dict[str, str] | None = None,
     failing: bool = False,
     no_device: bool = False,
+    mic: Path | None = None,
 ) -> Iterator[AlsaCapture]:
     """Write the config and point ``ALSA_CONFIG_PATH`` at it until the block ends."""
-    capture = write_alsa_config(directory, devices=devices, failing=failing, no_device=no_device)
+    capture = write_alsa_config(
+        directory, devices=devices, failing=failing, no_device=no_device, mic=mic
+    )
     saved = os.environ.get("ALSA_CONFIG_PATH")
     os.environ["ALSA_CONFIG_PATH"] = str(capture.config_path)
     try:

@@ -190,6 +190,9 @@ def test_downlink_is_delivered_after_an_outage_through_the_persistent_session(
         *(f"{PREFIX}/alert/{code}" for code in area_path(AREA)),
         f"{STATION_TOPIC}/alert",
         f"{STATION_TOPIC}/cmd",
+        f"{PREFIX}/programme/all",
+        *(f"{PREFIX}/programme/{code}" for code in area_path(AREA)),
+        f"{STATION_TOPIC}/programme",
     }
 
     async def scenario() -> None:
