@@ -9,10 +9,12 @@ a life ended while handling it; the second such death makes it poison: the next 
 acknowledged and dropped, reported as a `downlink_rejected` event with reason `poison`
 (docs/protocol.md §7).
 
-The record is a small JSON file next to the database, replaced atomically (rename) and not
-fsync'd: it must outlive the process, which the page cache guarantees; a power cut is not
-something a message can cause, and fsync would put a flash write on the path to the first
-sound of every alert. At most `MAX_ENTRIES` hashes are kept (the oldest go first).
+The record is a small JSON file next to the database, overwritten in place (one ``pwrite``,
+padded with spaces to its longest length) and never fsync'd: it must outlive the process,
+which the page cache guarantees; a power cut is not something a message can cause. Replacing
+it by rename instead made ext4 write it out at once (its replace-by-rename heuristic): 3.4 ms
+per message here, a flash write before the first sound of every alert; ``pwrite`` costs
+~0.1 ms. At most `MAX_ENTRIES` hashes are kept (the oldest go first).
 """
 
 from __future__ import annotations
@@ -36,8 +38,14 @@ class PoisonGuard:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._tmp = path.with_name(path.name + ".tmp")
         self._deaths: dict[str, int] = self._load()
+        self._written = 0  # the longest record written so far: shorter ones are padded to it
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._written = os.fstat(self._fd).st_size
+        except OSError as exc:
+            log.warning("cannot open %s: %s; poison messages will not be recognised", path, exc)
         if self._deaths:
             log.warning(
                 "the last run ended while handling %d downlink message(s) %s",
@@ -47,7 +55,8 @@ class PoisonGuard:
 
     def _load(self) -> dict[str, int]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
+            data = json.loads(text) if text.strip() else {}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -79,11 +88,19 @@ class PoisonGuard:
         self._save(self._deaths)
 
     def _save(self, deaths: dict[str, int]) -> None:
-        text = json.dumps(deaths, separators=(",", ":"))
+        if self._fd is None:
+            return
+        data = json.dumps(deaths, separators=(",", ":")).encode().ljust(self._written)
         try:
-            self._tmp.write_text(text, encoding="utf-8")
-            os.replace(self._tmp, self.path)
+            os.pwrite(self._fd, data, 0)
         except OSError as exc:
             log.warning("cannot record the downlink message being handled: %s", exc)
+            return
+        self._written = len(data)
+
+    def close(self) -> None:
+        """Close the record's file (the service does at stop; tests make many guards)."""
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._tmp.unlink()
+                os.close(self._fd)
+            self._fd = None

@@ -800,6 +800,7 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), 0.5)
         self.store.remove_listener(self.wake)
+        self._poison.close()
         self.store.set_status(broker_connected=False, disconnected_ts=now_ms())
 
     # --- supervision (event-loop thread) ------------------------------------------------------
