@@ -97,3 +97,19 @@ def test_a_response_published_on_a_link_that_dies_is_sent_again(tmp_path: Path) 
         )
         assert response["ok"], response
         assert "lost the broker" in rig.station.log()
+
+
+def test_an_alert_sent_while_the_station_was_off_survives_a_broker_restart(
+    tmp_path: Path,
+) -> None:
+    """MQTT 5 sessions end when the connection does unless an expiry is asked for (§2)."""
+    with running_station(tmp_path) as rig:
+        rig.barrier()
+        assert rig.station.terminate() == 0
+        alert = rig.alert()
+        rig.send(alert)  # queued by the broker in the station's session
+        rig.broker.restart()
+        wait_until(rig.sub.client.is_connected, 20, "the centre to reconnect")
+        rig.start()
+        rig.wait_status(alert.id, "played", timeout=20)
+        assert "(session resumed;" in rig.station.log()
