@@ -118,6 +118,7 @@ def key_figures(result: ScenarioResult) -> str:
     """The few details worth a glance in the table."""
     d = result.details
     picks = [
+        "duplicates_per_committed_record",
         "lost_before_resend",
         "repaired_by_resend",
         "kills_during_playback",

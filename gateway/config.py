@@ -74,6 +74,10 @@ class MqttConfig(_Section):
     key_file: Path | None = None
     reconnect_min_s: float = Field(1.0, gt=0, le=600)
     reconnect_max_s: float = Field(60.0, gt=0, le=3600)
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT version: 5 (Maximum Packet Size, session expiry) or 3.1.1 (old brokers)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttConfig:
@@ -103,7 +107,7 @@ class SyncConfig(_Section):
 class SecurityConfig(_Section):
     """Who may make the loudspeakers speak, and the limits on what they send."""
 
-    max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_clock_skew_s: int = Field(300, ge=0)
     max_alert_lifetime_s: int = Field(604800, ge=60, description="docs/protocol.md §6.1")
     max_command_lifetime_s: int = Field(600, ge=10, description="docs/protocol.md §8")

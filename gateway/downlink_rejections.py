@@ -32,6 +32,7 @@ REASONS: frozenset[str] = frozenset(
         "bad_audio",
         "audio_device",
         "tts_unavailable",
+        "poison",
     }
 )
 

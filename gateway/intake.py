@@ -187,6 +187,16 @@ class Intake:
         if event is not None:
             self._event(event)
 
+    def reject_unread(self, reason: str, topic: str, sha256: str, detail: str) -> None:
+        """A downlink message the link dropped before intake saw it (`too_large`, `poison`).
+
+        Reported like any envelope failure: a log line and a folded `downlink_rejected` event.
+        """
+        log.warning("downlink rejected (%s) on %s, sha256 %s: %s", reason, topic, sha256, detail)
+        event = self.rejections.record(reason, topic, None, sha256, self.clock.now_ms())
+        if event is not None:
+            self._event(event)
+
     def _event(self, event: dict[str, Any]) -> None:
         fields = dict(event)
         type_ = str(fields.pop("type", "downlink_rejected"))

@@ -88,6 +88,7 @@ class Station:
             self.config,
             self.store,
             on_downlink=self._on_downlink,
+            on_rejected=lambda *why: self.intake.reject_unread(*why),
             state=self.state_fields,
             loop=self._loop,
         )

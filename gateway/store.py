@@ -63,6 +63,9 @@ UNSENT_LOW_WATER = 0.98
 #: Acknowledged ranges, status fields and last values are saved at most this often (and on
 #: flush/close): losing a few seconds of acknowledgements to a crash only causes duplicates.
 STATE_SAVE_S = 5.0
+#: ... and as soon as this many newly acknowledged seqs are unsaved, so a crash loop during a
+#: drain resends at most about this many records per life (docs/storage-and-sync.md).
+ACK_SAVE_RECORDS = 256
 #: How often the committer thread applies ``max_age_days``.
 AGE_CHECK_S = 3600.0
 #: Rows one budget statement handles at most (keeps memory and lock hold times bounded).
@@ -329,6 +332,7 @@ class Store:
         self._committing = 0  # readings taken from the buffer by a commit still under way
         self._unsaved_alerts: dict[str, tuple[str, int, int, str]] = {}
         self._pending_runs: list[tuple[int, int]] = []
+        self._acked_unsaved = 0  # seqs acknowledged since the acknowledged ranges were saved
         self._pending_drops: dict[str, tuple[int, int, int]] = {}
         self._write_error: str | None = None
         self._budget_checked = 0.0
@@ -806,9 +810,14 @@ class Store:
         means a record is sent twice, and flash wears with every page written.
         """
         rows: list[tuple[str, str]] = []
-        if not force and time.monotonic() - self._state_saved_at < STATE_SAVE_S:
+        if (
+            not force
+            and time.monotonic() - self._state_saved_at < STATE_SAVE_S
+            and self._acked_unsaved < ACK_SAVE_RECORDS
+        ):
             return rows, (self._saved_version, self._saved_last_version)
         with self._mem_lock:
+            self._acked_unsaved = 0
             version = self._mem_version
             if force or version != self._saved_version:
                 done = self._done
@@ -843,7 +852,11 @@ class Store:
         with self._mem_lock:
             for lo, hi in runs:
                 self._done.add(lo, hi)
+                self._acked_unsaved += hi - lo + 1
             self._mem_version += 1
+            due = self._acked_unsaved >= ACK_SAVE_RECORDS
+        if due and not self._wake.is_set():
+            self._wake.set()  # the committer saves them now, not at the end of STATE_SAVE_S
 
     def set_status(self, **fields: object) -> None:
         """Record status fields for `cunxiang status` (persisted with the next commit)."""
@@ -898,14 +911,19 @@ class Store:
         return start, end
 
     def backlog(self) -> tuple[int, int | None]:
-        """Records not yet acknowledged by the broker (buffered ones too), and the oldest ts."""
+        """Records not yet acknowledged by the broker (buffered ones too), and the oldest ts.
+
+        Never below the truth: the buffered count is read before ``last_seq``, so readings a
+        commit moves from the buffer to the table meanwhile are counted twice, never not at
+        all (``_commit`` raises ``last_seq`` before it clears ``_committing``).
+        """
+        with self._buf_lock:
+            buffered = len(self._buffer) + len(self._held) + self._committing
+            oldest = min((ts for ts, _, _ in self._buffer[:1]), default=None)
         last = self._last_seq
         with self._mem_lock:
             count = last - self._done.count_upto(last)
             first = self._done.next_missing(1)
-        with self._buf_lock:
-            buffered = len(self._buffer) + len(self._held) + self._committing
-            oldest = min((ts for ts, _, _ in self._buffer[:1]), default=None)
         oldest_stored = None
         if count > 0:
             with self._read_lock:

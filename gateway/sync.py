@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
@@ -48,10 +49,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import Config
+from gateway.envelope import max_raw_size
 from gateway.logs import register_secret
+from gateway.mqtt_client import BoundedClient
+from gateway.poison import PoisonGuard
 from gateway.store import OutboxReader, OutboxRecord, Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -65,14 +71,25 @@ STABLE_S = 10.0
 #: The back-off ceiling grows by this factor per failed attempt (2.0 would leave a station
 #: ~13 s behind a broker that was down for 30 s; 1.5 keeps the median near 7 s).
 BACKOFF_GROWTH = 1.5
+#: The shortest span over which a fleet's first reconnect attempts are spread.
+MIN_SPREAD_S = 2.0
 #: On stop(): keep draining this long, then wait this long for the last PUBACKs, then publish
 #: the offline state and wait this long for its PUBACK.
 SHUTDOWN_DRAIN_S = 1.5
 SHUTDOWN_SETTLE_S = 0.5
 SHUTDOWN_OFFLINE_S = 0.5
+#: Command responses kept until the broker acknowledges them (the newest are kept).
+MAX_RESPONSES = 100
+#: The poison guard's record, next to the database.
+POISON_FILE = "downlink-handling.json"
 #: The same connection failure is logged again only after this long (retries go on meanwhile).
 REPEAT_LOG_S = 300.0
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+#: MQTT 5 Session Expiry Interval asked for in CONNECT: downlink queued for a station that is
+#: away for up to a week still reaches it (docs/protocol.md §2).
+SESSION_EXPIRY_S = 7 * 86_400
+#: Room for the topic, properties and the envelope's own fields above the largest envelope.
+PACKET_MARGIN_BYTES = 64 * 1024
 #: Linux only; elsewhere acknowledgements keep the kernel's timing.
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
@@ -87,6 +104,22 @@ class Topics:
     receipt: str
     cmd_res: str
     downlink: tuple[str, ...]
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The largest MQTT packet the station takes: the envelope of the largest payload + 64 KiB.
+
+    The envelope carries the payload in base64 (docs/protocol.md §6), so it is 4/3 of
+    ``security.max_payload_bytes`` plus its own fields; the margin covers topic and properties.
+    """
+    return max_raw_size(max_payload_bytes) + PACKET_MARGIN_BYTES
+
+
+def reason_text(code: ReasonCode | int) -> str:
+    """A reason code as a technician reads it in the log: its name and number."""
+    if isinstance(code, ReasonCode):
+        return f"{code} (0x{code.value:02x})"
+    return str(code)
 
 
 def area_path(area: str) -> list[str]:
@@ -119,19 +152,24 @@ def topics_for(prefix: str, station_id: str, area: str) -> Topics:
 class Backoff:
     """Reconnect delays with full jitter, so a county's stations do not reconnect in lock-step.
 
-    Attempt n waits a uniformly random time between ``low`` and
-    ``min(high, low * BACKOFF_GROWTH ** (n + 1))``.
+    Attempt n waits a uniformly random time between 0 and
+    ``min(high, spread * BACKOFF_GROWTH ** n)``, where ``spread`` is
+    ``max(2 * low, MIN_SPREAD_S)``: after a broker restart the first attempts of a fleet are
+    spread evenly over ``spread`` seconds (no 100 ms window gets more than a twentieth of the
+    fleet on average) and the median station is back after about ``low``
+    (docs/storage-and-sync.md, "Reconnecting").
     """
 
     def __init__(self, low: float, high: float, rng: Callable[[], float] = random.random) -> None:
         self.low = low
         self.high = max(low, high)
+        self.spread = max(2.0 * low, MIN_SPREAD_S)
         self._rng = rng
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (0 = the first retry)."""
-        ceiling = min(self.high, self.low * BACKOFF_GROWTH ** min(attempt + 1, 64))
-        return self.low + (ceiling - self.low) * self._rng()
+        ceiling = min(self.high, self.spread * BACKOFF_GROWTH ** min(attempt, 64))
+        return ceiling * self._rng()
 
 
 def explain(error: str, tls: bool) -> str:
@@ -186,6 +224,7 @@ class _Link:
         self.ever_connected = False
         self.clean_exit = False
         self.session_present = False
+        self.connack = ""
         self.error: str | None = None
         self.refused: str | None = None
         self.started = time.monotonic()
@@ -200,6 +239,8 @@ class _Link:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._inflight: dict[int, list[tuple[int, int]] | None] = {}
+        self._responses_out: set[int] = set()
+        self._response_mids: dict[int, int] = {}
         self._last_progress = self.started
         self._ev_cursor = 0
         self._rd_cursor = 0
@@ -215,12 +256,15 @@ class _Link:
 
     def _make_client(self, will: bytes) -> mqtt.Client:
         up = self.uplink
-        client = mqtt.Client(
+        session: dict[str, Any] = {} if up.mqtt5 else {"clean_session": False}
+        client = BoundedClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"cx-{up.config.station.id}",
-            clean_session=False,
-            protocol=MQTTProtocolVersion.MQTTv311,
+            protocol=MQTTProtocolVersion.MQTTv5 if up.mqtt5 else MQTTProtocolVersion.MQTTv311,
             manual_ack=True,
+            limit=up.max_packet_bytes,
+            on_oversized=up._oversized,
+            **session,
         )
         client.suppress_exceptions = False
         client.max_inflight_messages_set(0)  # the window is ours (sync.inflight_max)
@@ -272,7 +316,19 @@ class _Link:
         try:
             self._reader = self.uplink.store.reader()
             up = self.uplink
-            self.client.connect(up.host, up.port, keepalive=up.keepalive_s)
+            if up.mqtt5:
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                properties.SessionExpiryInterval = SESSION_EXPIRY_S
+                properties.MaximumPacketSize = up.max_packet_bytes
+                self.client.connect(
+                    up.host,
+                    up.port,
+                    keepalive=up.keepalive_s,
+                    clean_start=False,
+                    properties=properties,
+                )
+            else:
+                self.client.connect(up.host, up.port, keepalive=up.keepalive_s)
             self.connect_sent = time.monotonic()  # TCP (and TLS) are up, CONNECT is out
             self._loop()
         except Exception as exc:  # the thread must end in order, whatever happened
@@ -367,11 +423,6 @@ class _Link:
         self._inflight[info.mid] = runs
         return info.mid
 
-    def publish_plain(self, topic: str, payload: bytes) -> None:
-        """Link thread: publish a message that is not an outbox record (QoS 1, not retained)."""
-        if self.connected:
-            self._publish(topic, payload, None)
-
     def publish_state(self, payload: bytes) -> None:
         """Link thread: publish the retained state (§3)."""
         if self.connected and self._shutdown is None:
@@ -379,6 +430,7 @@ class _Link:
 
     def _pump(self) -> bool:
         """Fill the window; True if it is full (more may be waiting), False if all is out."""
+        self._send_responses()
         limit = self.uplink.inflight_max
         while len(self._inflight) < limit:
             if self._abort is not None:
@@ -390,6 +442,13 @@ class _Link:
             if not self._send_readings():
                 return False
         return True
+
+    def _send_responses(self) -> None:
+        """Publish the command responses this link has not published yet (before records)."""
+        for token, payload in self.uplink._unsent_responses(self._responses_out):
+            mid = self._publish(self.uplink.topics.cmd_res, payload, None)
+            self._response_mids[mid] = token
+            self._responses_out.add(token)
 
     def _send_records(self, room: int) -> bool:
         assert self._reader is not None
@@ -473,7 +532,7 @@ class _Link:
         properties: Any,
     ) -> None:
         if reason_code.is_failure:
-            self.refused = str(reason_code)
+            self.refused = reason_text(reason_code)
             self.error = f"the broker refused the connection: {reason_code}"
             self.abort(self.error)
             return
@@ -482,6 +541,15 @@ class _Link:
         start = span[0] - 1 if span else store.last_seq
         self._ev_cursor = self._rd_cursor = start
         self.session_present = bool(flags.session_present)
+        self.connack = reason_text(reason_code)
+        expiry = getattr(properties, "SessionExpiryInterval", None)
+        if expiry is not None and expiry < SESSION_EXPIRY_S:
+            log.warning(
+                "the broker keeps this station's session only %d s after a disconnect "
+                "(asked for %d s): alerts sent while it is away longer are lost",
+                expiry,
+                SESSION_EXPIRY_S,
+            )
         self.connected = True
         self.ever_connected = True
         self.connected_at = time.monotonic()
@@ -501,7 +569,7 @@ class _Link:
         self.connected = False
         if not self.error and not self.clean_exit:
             detail = f" ({self._paho_error})" if self._paho_error else ""
-            self.error = f"disconnected: {reason_code}{detail}"
+            self.error = f"disconnected: {reason_text(reason_code)}{detail}"
 
     def _on_publish(
         self,
@@ -515,8 +583,11 @@ class _Link:
         if runs is _NOT_TRACKED:
             return
         self._last_progress = time.monotonic()
+        response = self._response_mids.pop(mid, None)
+        if response is not None:  # answered, even by a refusal: sending it again cannot help
+            self.uplink._response_acknowledged(response)
         if reason_code.is_failure:
-            log.warning("the broker did not accept message %d: %s", mid, reason_code)
+            log.warning("the broker did not accept message %d: %s", mid, reason_text(reason_code))
             return
         if runs:
             assert isinstance(runs, list)
@@ -590,6 +661,7 @@ class Uplink:
         *,
         on_downlink: Callable[[str, bytes], None],
         state: Callable[[], dict[str, object]],
+        on_rejected: Callable[[str, str, str, str], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         connack_timeout_s: float | None = None,
         ack_timeout_s: float | None = None,
@@ -601,6 +673,8 @@ class Uplink:
         self.host = mq.host
         self.port = mq.port
         self.keepalive_s = mq.keepalive_s
+        self.mqtt5 = mq.protocol == "5"
+        self.max_packet_bytes = max_packet_bytes(config.security.max_payload_bytes)
         self.topics = topics_for(mq.topic_prefix, config.station.id, config.station.area)
         self.inflight_max = config.sync.inflight_max
         self.batch_max = config.sync.batch_max
@@ -613,13 +687,17 @@ class Uplink:
         self.credentials: tuple[str, str | None] | None = None
         self.tls_context: ssl.SSLContext | None = None
         self._on_downlink = on_downlink
+        self._on_rejected = on_rejected
+        self._poison = PoisonGuard(store.path.parent / POISON_FILE)
         self._state = state
         self._loop = loop
         self._backoff = Backoff(mq.reconnect_min_s, mq.reconnect_max_s, rng)
         self._link: _Link | None = None
         self._links = 0
         self._resend_queue: deque[tuple[int, int]] = deque()
-        self._responses: deque[bytes] = deque(maxlen=100)
+        self._responses: dict[int, bytes] = {}
+        self._responses_lock = threading.Lock()
+        self._response_tokens = 0
         self._stop_requested = False
         self._changed: asyncio.Event | None = None
         self._finished: asyncio.Event | None = None
@@ -663,20 +741,28 @@ class Uplink:
     def publish_response(self, response: dict[str, object]) -> None:
         """Publish a command response (§8) on ``…/cmd/res`` (event-loop thread).
 
-        Responses are not stored: one made while the broker is away waits in memory (the
-        newest 100) and goes out right after the next connect.
+        A response is kept in memory (the newest `MAX_RESPONSES`) until the broker has
+        acknowledged it: one made while the broker is away, or published on a link that died
+        before its PUBACK, goes out again on the next connection.
         """
         payload = json.dumps(response, ensure_ascii=False, separators=(",", ":"), default=str)
-        self._responses.append(payload.encode())
-        self._send_responses()
+        with self._responses_lock:
+            self._response_tokens += 1
+            self._responses[self._response_tokens] = payload.encode()
+            while len(self._responses) > MAX_RESPONSES:
+                dropped = next(iter(self._responses))
+                del self._responses[dropped]
+                log.warning("command response dropped: more than %d unsent", MAX_RESPONSES)
+        self.wake()
 
-    def _send_responses(self) -> None:
-        link = self._link
-        if link is None or not link.connected:
-            return
-        while self._responses:
-            payload = self._responses.popleft()
-            link.call(functools.partial(link.publish_plain, self.topics.cmd_res, payload))
+    def _unsent_responses(self, out: set[int]) -> list[tuple[int, bytes]]:
+        """Link thread: responses not yet published on the link that has published `out`."""
+        with self._responses_lock:
+            return [(token, data) for token, data in self._responses.items() if token not in out]
+
+    def _response_acknowledged(self, token: int) -> None:
+        with self._responses_lock:
+            self._responses.pop(token, None)
 
     async def run(self) -> None:
         """Connect, drain, publish state and reconnect, until `stop`."""
@@ -717,6 +803,7 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), 0.5)
         self.store.remove_listener(self.wake)
+        self._poison.close()
         self.store.set_status(broker_connected=False, disconnected_ts=now_ms())
 
     # --- supervision (event-loop thread) ------------------------------------------------------
@@ -784,11 +871,13 @@ class Uplink:
         self._announced = link
         self._last_state = time.monotonic()
         log.info(
-            "connected to the broker at %s:%d as cx-%s (session %s)",
+            "connected to the broker at %s:%d as cx-%s over MQTT %s (session %s; CONNACK %s)",
             self.host,
             self.port,
             self.config.station.id,
+            self.config.mqtt.protocol,
             "resumed" if link.session_present else "new",
+            link.connack,
         )
         self.store.set_status(
             broker_connected=True,
@@ -796,7 +885,6 @@ class Uplink:
             connected_ts=now_ms(),
             last_error=None,
         )
-        self._send_responses()
 
     def _report_end(self, link: _Link | None, delay: float) -> None:
         """Say why the connection ended; the same reason again is logged at most every 5 min."""
@@ -897,6 +985,27 @@ class Uplink:
         self.store.mark_sent(runs)
         self.store.set_status(last_publish_ts=now_ms())
 
+    def _oversized(self, topic: str, size: int, digest: str) -> None:
+        """Link thread: a message over the packet limit was acknowledged and thrown away."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        detail = f"{size} bytes, over the limit of {self.max_packet_bytes}; acknowledged, dropped"
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._reject, "too_large", topic, digest, detail)
+
+    def _reject(self, reason: str, topic: str, digest: str, detail: str) -> None:
+        """Event loop: report a downlink message intake never saw (`downlink_rejected`)."""
+        if self._on_rejected is None:
+            log.warning(
+                "downlink rejected (%s) on %s, sha256 %s: %s", reason, topic, digest, detail
+            )
+            return
+        try:
+            self._on_rejected(reason, topic, digest, detail)
+        except Exception:
+            log.exception("reporting a rejected downlink message failed")
+
     def _received(self, link: _Link, topic: str, payload: bytes, mid: int, qos: int) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -905,10 +1014,25 @@ class Uplink:
             loop.call_soon_threadsafe(self._deliver, link, topic, payload, mid, qos)
 
     def _deliver(self, link: _Link, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        """Event loop: hand a downlink message to the service, then acknowledge it."""
-        try:
-            self._on_downlink(topic, payload)
-        except Exception:
-            log.exception("handling a downlink message on %s failed", topic)
+        """Event loop: hand a downlink message to the service, then acknowledge it.
+
+        The poison guard (gateway/poison.py) records the message first; one whose handling
+        has already been cut short twice by the death of the process is dropped instead.
+        """
+        digest = hashlib.sha256(payload).hexdigest()
+        if self._poison.is_poison(digest):
+            self._reject(
+                "poison",
+                topic,
+                digest,
+                "this message was being handled when the service died twice; dropped",
+            )
+        else:
+            self._poison.begin(digest)
+            try:
+                self._on_downlink(topic, payload)
+            except Exception:
+                log.exception("handling a downlink message on %s failed", topic)
+        self._poison.finish(digest)
         if qos > 0 and not link.closed.is_set():
             link.call(functools.partial(link.ack, mid, qos))

@@ -287,6 +287,7 @@ def running_station(
     clips: dict[str, bytes] | None = None,
     clock: str = "synced",
     keys: dict[str, str] | None = None,
+    mqtt: str = "",
 ) -> Iterator[Rig]:
     """A broker and `cunxiang run` on a fresh config in `folder`, with the beep clip and `clips`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,6 +300,7 @@ def running_station(
             body=body,
             audio=audio,
             clock=clock,
+            mqtt=mqtt,
             security=security or "max_payload_bytes = 65536",
             keys=keys,
         )

@@ -50,6 +50,7 @@ def kill9(
     sensor_interval_s: float = 0.002,
     alive_s: tuple[float, float] = (0.3, 2.5),
     clip_s: float = 1.0,
+    tune: dict[str, object] | None = None,
 ) -> ScenarioResult:
     """SIGKILL the service `kills` times at random moments during ingest, drain and broadcast.
 
@@ -59,7 +60,9 @@ def kill9(
     database must pass `PRAGMA integrity_check`. A last life drains everything and plays what
     is left; then every seq ever committed must be at the centre and every alert heard in full
     (one that finished just before a kill may lack, in that life's capture, the last ALSA
-    period the killed process never wrote: `KILL_TAIL_BYTES`).
+    period the killed process never wrote: `KILL_TAIL_BYTES`). Duplicates are counted per
+    committed record: acknowledgements a kill took with it make the next life send again
+    (`tune` sets module constants, e.g. ``gateway.store.ACK_SAVE_RECORDS``, to compare).
     """
     rng = random.Random(seed)
     result = ScenarioResult("1 kill -9 of the service")
@@ -71,7 +74,7 @@ def kill9(
         )
         db = folder / "station.db"
         ledger = Ledger(port=broker.port)
-        station = FaultStation(config)
+        station = FaultStation(config, tune=tune)
         alerts: dict[str, bytes] = {}
         runs: list[_Kill9Run] = []
         integrity: list[str] = []
@@ -115,6 +118,7 @@ def kill9(
             "seed": seed,
             "kills": kills,
             "committed_seqs": committed,
+            "duplicates_per_committed_record": round(result.duplicates / max(1, committed), 4),
             "seq_contiguous_at_centre": not ledger.missing(ledger.max_seq()),
             "seq_conflicts": len(ledger.conflicts),
             "integrity_checks_failed": sum(check != "ok" for check in integrity),

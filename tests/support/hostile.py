@@ -49,6 +49,15 @@ STATION_ALERT = station_topic("alert")
 STATION_CMD = station_topic("cmd")
 
 
+def _packet_size(message: Hostile) -> int:
+    """An upper bound of the MQTT 5 PUBLISH packet carrying `message` to the station."""
+    return len(message.payload) + len(message.topic.encode()) + 16
+
+
+def _unseen(message: Hostile) -> Hostile:
+    return Hostile(message.family, message.topic, message.payload, "unseen", message.ident)
+
+
 @dataclass(frozen=True)
 class Hostile:
     """One message and what it must cause."""
@@ -122,11 +131,15 @@ class HostileDownlink:
 
     # -- the stream ------------------------------------------------------------------------
 
-    def messages(self, count: int, huge_every: int = 200, giants: int = 0) -> list[Hostile]:
+    def messages(
+        self, count: int, huge_every: int = 200, giants: int = 0, packet_limit: int | None = None
+    ) -> list[Hostile]:
         """`count` messages, families in a seeded random order.
 
         Oversized ones (up to 3× the limit) come every `huge_every`; `giants` of them are
-        4–8 MiB instead, at random places.
+        4–8 MiB instead, at random places. With `packet_limit` (the Maximum Packet Size an
+        MQTT 5 station declares, gateway.sync.max_packet_bytes) a message whose packet is
+        larger never reaches the station: the broker drops it, so it must cause nothing.
         """
         out: list[Hostile] = []
         names = [n for n in self.families if not n.startswith("too_large")]
@@ -142,6 +155,8 @@ class HostileDownlink:
                 "giant", self._area_topic(), b"[" + b"0," * (size // 2) + b"0]", "event:too_large"
             )
             out[self.rng.randrange(len(out))] = giant
+        if packet_limit is not None:
+            out = [m if _packet_size(m) <= packet_limit else _unseen(m) for m in out]
         return out
 
     # -- building blocks -------------------------------------------------------------------

@@ -164,8 +164,11 @@ repeat_gap_s = 0.2
 class StationProcess:
     """`python -m gateway run -c CONFIG` in a subprocess, with its output kept in a log file."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, module: str = "gateway"
+    ) -> None:
         self.config = config
+        self.module = module  # e.g. tests.support.crashing_gateway, which wraps the real CLI
         self.env = {**(env or os.environ), "GPIOZERO_PIN_FACTORY": "mock", "PYTHONUNBUFFERED": "1"}
         self.env.pop("NOTIFY_SOCKET", None) if env is None else None
         self.log_path = config.parent / "station.log"
@@ -181,7 +184,7 @@ class StationProcess:
             [
                 sys.executable,
                 "-m",
-                "gateway",
+                self.module,
                 "run",
                 "-c",
                 str(self.config),
