@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from audio.broadcast_queue import Broadcast, BroadcastQueue
 from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
 from audio.tts import Tts, TtsUnavailable
+from gateway import alert_log
 from gateway.alert_ids import command_log_id, is_reserved, log_id, public_id, reachable
 from gateway.alert_model import (
     Alert,
@@ -48,13 +49,12 @@ from gateway.rules import RuleEvent
 from gateway.scope import authorised
 from gateway.store import Store
 from gateway.time_floor import TimeFloor
+from gateway.untrusted import untrusted_text
 
 log = logging.getLogger(__name__)
 
 #: States of an alert in the log that mean "not finished: play it (again) after a restart".
 UNFINISHED = ("received", "queued", "playing", "interrupted")
-#: Longest untrusted string (an unknown key name) copied into an event.
-MAX_UNTRUSTED_CHARS = 128
 #: How long a local alarm broadcast stays worth playing after a restart.
 LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
@@ -69,16 +69,6 @@ def programme_topics(prefix: str, station_id: str, area: str) -> frozenset[str]:
             f"{prefix}station/{station_id}/programme",
         }
     )
-
-
-def untrusted_text(text: str, limit: int = MAX_UNTRUSTED_CHARS) -> str:
-    """A string from an unverified message made safe to store, log and publish.
-
-    JSON lets a sender write lone surrogates (`"\\ud800"`), which no UTF-8 encoder
-    accepts; they are spelled out as escapes. Length is capped.
-    """
-    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return safe if len(safe) <= limit else safe[:limit] + "…"
 
 
 class UplinkPort(Protocol):
@@ -128,6 +118,8 @@ class Intake:
         # References an update/cancel stopped: the queue reports them `cancelled`, but the
         # receipt intake already wrote (`superseded` or `cancelled`) is the one that counts.
         self._replaced: set[str] = set()
+        # Read once at start, while the file is surely readable; counted in memory after.
+        self._local_n = store.run_write(alert_log.highest_local_number)
         prefix = f"{config.mqtt.topic_prefix}/"
         self._station_alert = f"{prefix}station/{config.station.id}/alert"
         self._station_cmd = f"{prefix}station/{config.station.id}/cmd"
@@ -289,10 +281,9 @@ class Intake:
             "kind": "central",
             "format": envelope.type,
             "key": envelope.key,
-            "payload": envelope.payload.decode("utf-8", errors="replace")
-            if envelope.type == "cap"
-            else None,
-            "alert": alert.model_dump(mode="json"),
+            # The payload once (a restart parses it again), not the audio a second time.
+            **alert_log.payload_fields(envelope.payload),
+            "alert": alert_log.summary(alert.model_dump(mode="json", exclude={"audio"})),
             "level": level,
             "expires_ms": effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
             "silent": alert.status == "test" and not self.config.security.allow_test_sound,
@@ -406,13 +397,20 @@ class Intake:
 
     # -- local alarms ------------------------------------------------------------------------
 
-    def local_broadcast(self, event: RuleEvent, n: int) -> None:
+    def local_broadcast_id(self, rule: str) -> str:
+        """A new ``local:<rule>:<n>`` id: n counts up from the highest the log holds.
+
+        Never from the alarm event's seq: on a full disk the event has none yet.
+        """
+        self._local_n += 1
+        return f"local:{rule}:{self._local_n}"
+
+    def local_broadcast(self, event: RuleEvent, broadcast_id: str) -> None:
         """A rule's alarm plays its broadcast (PROTOCOL.md §9), network or not."""
         spec = event.broadcast
         if spec is None:
             return
         level = getattr(spec, "level", None) or event.level
-        broadcast_id = f"local:{event.rule}:{n}"
         record = {
             "kind": "local",
             "level": level,
@@ -475,8 +473,7 @@ class Intake:
                 self._submit_local(broadcast_id, record)
                 continue
             try:
-                # The log holds the alert's JSON form (dates as text): parse it as it arrived.
-                alert = parse_alert_json(json.dumps(record["alert"]).encode())
+                alert = self._stored_alert(record)
                 speech = self._speech(alert)
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
@@ -486,6 +483,14 @@ class Intake:
             self.queue.submit(
                 self._broadcast(broadcast_id, alert, str(record["level"]), record, speech)
             )
+
+    @staticmethod
+    def _stored_alert(record: dict[str, Any]) -> Alert:
+        """The alert of an unfinished log entry, parsed from the payload it arrived as."""
+        payload = alert_log.stored_payload(record)
+        if payload is None:  # an entry of an older release: the alert's JSON form
+            return parse_alert_json(json.dumps(record["alert"]).encode())
+        return parse_cap(payload) if record.get("format") == "cap" else parse_alert_json(payload)
 
     # -- progress from the broadcast queue ---------------------------------------------------
 
