@@ -278,8 +278,12 @@ class BroadcastQueue:
         with self._cond:
             return self._state_locked()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop playing (unfinished broadcasts are not reported), close the player and amplifier."""
+    def close(self, timeout_s: float = 5.0, worker_s: float = 1.0) -> None:
+        """Stop playing (unfinished broadcasts are not reported), close the player and amplifier.
+
+        The worker stops within ~200 ms of an abort; one still busy after `worker_s` is stuck
+        in a wedged device and is left behind (a daemon thread), so a stop never hangs.
+        """
         with self._cond:
             if self._closed:
                 return
@@ -287,7 +291,9 @@ class BroadcastQueue:
             if self._current is not None:
                 self._stop(self._current, "closed")
             self._cond.notify_all()
-        self._worker.join(timeout_s)
+        self._worker.join(min(timeout_s, worker_s))
+        if self._worker.is_alive():
+            log.error("the audio worker is stuck in the sound device; stopping without it")
         self._player.close()
         self._amp.close()
         self._events.put(None)
