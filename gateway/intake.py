@@ -39,12 +39,14 @@ from gateway.alert_model import (
     names_station,
     parse_alert_json,
 )
+from gateway.answered import AnsweredLog
 from gateway.cap import parse_cap
 from gateway.clock import StationClock
 from gateway.command_model import Command, parse_command
 from gateway.config import Config
 from gateway.downlink_rejections import RejectionFolder
 from gateway.envelope import Envelope, EnvelopeError, open_envelope
+from gateway.log_folding import LogFolder
 from gateway.rules import RuleEvent
 from gateway.scope import authorised
 from gateway.store import Store
@@ -110,6 +112,9 @@ class Intake:
         self.trusted = {name: scope.public_key for name, scope in self.scopes.items()}
         self.floor = TimeFloor(store, clock)
         self.rejections = RejectionFolder()
+        self.answered = AnsweredLog(store)
+        self.log_folder = LogFolder(log)
+        self._answering: tuple[str, bytes] | None = None
         self.tts = Tts(
             config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
         )
@@ -149,17 +154,52 @@ class Intake:
         on_alert_topic = topic == self._station_alert or topic.startswith(self._area_prefix)
         on_programme_topic = topic in self.programme_topics
         if envelope.type == "command" and on_cmd_topic:
-            self._command(envelope, topic, payload)
+            handler = self._command
         elif envelope.type in ("alert", "cap") and on_alert_topic:
-            self._alert(envelope, topic, payload)
+            handler = self._alert
         elif envelope.type == "programme" and on_programme_topic:
+            # Retained schedules come again on every connect by design: the programme book
+            # keeps the highest version, so answered-once does not apply (§10).
             if self.on_programme is not None:
                 self.on_programme(envelope, topic, payload)
+            return
         else:
             # A type on the wrong topic (§6): a command relabelled for an alert topic, a
             # programme anywhere but a programme topic, ...
             detail = f"a {envelope.type} envelope does not belong on {topic}"
             self._reject_downlink("bad_envelope", topic, envelope.key, payload, detail)
+            return
+        if self._answered_before(envelope):
+            return
+        try:
+            handler(envelope, topic, payload)
+        finally:
+            self._answering = None
+
+    def _answered_before(self, envelope: Envelope) -> bool:
+        """Answered once (PROTOCOL.md §6): an identical verified message gets no new answer."""
+        digest = hashlib.sha256(envelope.payload).digest()
+        earlier = self.answered.answered(envelope.key, digest)
+        if earlier is None:
+            self._answering = (envelope.key, digest)
+            return False
+        self.log_folder.log(
+            "replays of answered messages",
+            self.clock.now_ms(),
+            logging.INFO,
+            "%s %s (key %s) was answered before: no new answer",
+            envelope.type,
+            earlier,
+            envelope.key,
+        )
+        return True
+
+    def _note_answer(self, message_id: str) -> None:
+        """The first answer to the message being handled: remember it (gateway/answered.py)."""
+        if self._answering is not None:
+            key, digest = self._answering
+            self._answering = None
+            self.answered.add(key, digest, message_id)
 
     def _reject_downlink(
         self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
@@ -167,7 +207,10 @@ class Intake:
         digest = hashlib.sha256(payload).hexdigest()
         key = None if key is None else untrusted_text(key)
         detail = untrusted_text(detail, 500)
-        log.warning(
+        self.log_folder.log(
+            f"downlink rejected ({reason})",
+            self.clock.now_ms(),
+            logging.WARNING,
             "downlink rejected (%s) on %s, key %s, sha256 %s: %s",
             reason,
             topic,
@@ -237,7 +280,13 @@ class Intake:
             return
         if self.store.alert_record(log_id(envelope.key, alert.id)) is not None:
             # Before the time checks: a replay gets no new receipt, not even `expired` (§6.1).
-            log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
+            self.log_folder.log(
+                "repeats of accepted alerts",
+                self.clock.now_ms(),
+                logging.INFO,
+                "alert %s was accepted before: not played again, no new receipt",
+                alert.id,
+            )
             return
         synced = self.floor.synced()
         verdict = check_time(
@@ -265,7 +314,15 @@ class Intake:
         if exc.alert_id is None:
             self._reject_downlink(exc.reason, topic, key, raw, str(exc))
             return
-        log.warning("alert %s rejected (%s): %s", exc.alert_id, exc.reason, exc)
+        self.log_folder.log(
+            f"alerts rejected ({exc.reason})",
+            self.clock.now_ms(),
+            logging.WARNING,
+            "alert %s rejected (%s): %s",
+            exc.alert_id,
+            exc.reason,
+            untrusted_text(str(exc), 500),
+        )
         self._receipt(exc.alert_id, "rejected", {"reason": exc.reason})
 
     def _accept(
@@ -514,6 +571,7 @@ class Intake:
         self._receipt(public_id(entry), status, fields)
 
     def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
+        self._note_answer(alert_id)
         self.store.add_receipt(alert_id, status, fields)
         log.info("receipt %s %s %s", alert_id, status, fields or "")
         if self.on_receipt is not None:
@@ -541,7 +599,13 @@ class Intake:
         # Remembered before the time checks: a replay is never answered, even once expired (§8).
         entry = command_log_id(envelope.key, command.id)
         if not self.store.remember_alert(entry, {"kind": "command", "expires_ms": 0}):
-            log.info("command %s was answered before: ignored", command.id)
+            self.log_folder.log(
+                "repeats of answered commands",
+                self.clock.now_ms(),
+                logging.INFO,
+                "command %s was answered before: ignored",
+                command.id,
+            )
             return
         self.store.set_alert_state(entry, "done")
         synced = self.floor.synced()
@@ -611,6 +675,7 @@ class Intake:
     def _respond(
         self, command_id: str, *, result: dict[str, Any] | None = None, error: str | None = None
     ) -> None:
+        self._note_answer(command_id)
         response: dict[str, Any] = {"id": command_id, "ok": error is None}
         if error is None:
             response["result"] = result or {}
@@ -624,6 +689,7 @@ class Intake:
         """Publish folded `downlink_rejected` events whose minute has ended; keep the floor."""
         for event in self.rejections.due(now_ms):
             self._event(event)
+        self.log_folder.tick(now_ms)
         self.floor.tick()
 
     def stop(self) -> None:
