@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Alert-log states after which a broadcast never plays again.
-FINAL_STATES = frozenset({"played", "failed", "cancelled", "expired", "superseded", "done"})
+FINAL_STATES = frozenset(
+    {"played", "failed", "cancelled", "expired", "superseded", "rejected", "done"}
+)
 #: Until the time floor and ``security.max_alert_lifetime_s`` exist: the station clock and the
 #: protocol's default lifetime (7 days). `prune_horizon_ms` is the one place to switch.
 DEFAULT_MAX_ALERT_LIFETIME_MS = 7 * 86_400_000

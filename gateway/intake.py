@@ -115,6 +115,7 @@ class Intake:
         self.answered = AnsweredLog(store)
         self.log_folder = LogFolder(log)
         self._answering: tuple[str, bytes] | None = None
+        self._answer: tuple[str, bytes, str] | None = None
         self.tts = Tts(
             config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
         )
@@ -175,6 +176,9 @@ class Intake:
             handler(envelope, topic, payload)
         finally:
             self._answering = None
+            answer, self._answer = self._answer, None
+            if answer is not None:  # written after the broadcast is queued: off the sound path
+                self.answered.add(*answer)
 
     def _answered_before(self, envelope: Envelope) -> bool:
         """Answered once (PROTOCOL.md §6): an identical verified message gets no new answer."""
@@ -199,7 +203,7 @@ class Intake:
         if self._answering is not None:
             key, digest = self._answering
             self._answering = None
-            self.answered.add(key, digest, message_id)
+            self._answer = (key, digest, message_id)
 
     def _reject_downlink(
         self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
@@ -429,19 +433,35 @@ class Intake:
         """
         return expires_ms if self.clock.synced() else None
 
-    def _speech(self, alert: Alert) -> Callable[[], bytes] | None:
+    def _speech(self, alert: Alert, *, check: bool = True) -> Callable[[], bytes] | None:
         """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
 
-        Clips and inline audio are decoded now, so that a bad one is `rejected` before
-        anything plays; text is rendered later, in parallel with the pre-tone.
+        Clips and inline audio are decoded now (`check`), so that a bad one is `rejected`
+        before anything plays, and the result dropped: a queued broadcast waits as its
+        source (the inline bytes stay in the alert log, a clip on disk, text as text) and is
+        decoded again when it starts playing (§9), so 32 queued alerts do not hold 32
+        decoded sounds. Text is rendered later, in parallel with the pre-tone.
         """
+        rate, clips = self.rate, self.config.audio.clips_dir
         if alert.audio is not None:
-            pcm = decode_wav(alert.audio.data, self.rate)
-            return lambda: pcm
+            if check:
+                decode_wav(alert.audio.data, rate)
+            alert_id = alert.id
+            return lambda: decode_wav(self._inline_audio(alert_id), rate)
         if alert.clip is not None:
-            pcm = load_clip(self.config.audio.clips_dir, alert.clip, self.rate)
-            return lambda: pcm
+            if check:
+                load_clip(clips, alert.clip, rate)
+            clip = alert.clip
+            return lambda: load_clip(clips, clip, rate)
         return self._tts(alert.text) if alert.text.strip() else None
+
+    def _inline_audio(self, alert_id: str) -> bytes:
+        """The inline WAV of an accepted alert, read back from the alert log."""
+        record = self.store.alert_record(alert_id)
+        alert = None if record is None else self._stored_alert(record)
+        if alert is None or alert.audio is None:
+            raise BadAudio(f"the inline audio of {alert_id} is no longer in the alert log")
+        return alert.audio.data
 
     def _tts(self, text: str) -> Callable[[], bytes]:
         if self.config.audio.tts == "none":
@@ -487,8 +507,9 @@ class Intake:
         level = str(record["level"])
         try:
             if record.get("clip"):
-                pcm = load_clip(self.config.audio.clips_dir, str(record["clip"]), self.rate)
-                speech: Callable[[], bytes] | None = lambda: pcm  # noqa: E731
+                clips, clip, rate = self.config.audio.clips_dir, str(record["clip"]), self.rate
+                load_clip(clips, clip, rate)  # refused now if it is missing or bad
+                speech: Callable[[], bytes] | None = lambda: load_clip(clips, clip, rate)  # noqa: E731
             else:
                 speech = self._tts(str(record["text"]))
         except (UnknownClip, BadAudio) as exc:
@@ -531,7 +552,7 @@ class Intake:
                 continue
             try:
                 alert = self._stored_alert(record)
-                speech = self._speech(alert)
+                speech = self._speech(alert, check=False)  # checked when it was accepted
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
                 self.store.set_alert_state(broadcast_id, "failed")

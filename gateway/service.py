@@ -205,6 +205,7 @@ class Station:
             on_status=self._threadsafe(lambda *a: self.intake.on_broadcast_status(*a)),
             on_fault=self._threadsafe(self._on_broadcast_fault),
             time_ms=self.clock.now_ms,
+            max_queue=audio.max_queue,
         )
 
     def _start_microphone(self) -> VillageMicrophone | None:
