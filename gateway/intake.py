@@ -307,7 +307,7 @@ class Intake:
             self._receipt(alert.id, "rejected", {"reason": "from_future"})
             return
         try:
-            speech = self._speech(alert)
+            speech = self._speech(alert, log_id(envelope.key, alert.id))
         except (UnknownClip, BadAudio) as exc:
             reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
             self._receipt(alert.id, "rejected", {"reason": reason})
@@ -433,7 +433,9 @@ class Intake:
         """
         return expires_ms if self.clock.synced() else None
 
-    def _speech(self, alert: Alert, *, check: bool = True) -> Callable[[], bytes] | None:
+    def _speech(
+        self, alert: Alert, entry: str, *, check: bool = True
+    ) -> Callable[[], bytes] | None:
         """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
 
         Clips and inline audio are decoded now (`check`), so that a bad one is `rejected`
@@ -446,8 +448,7 @@ class Intake:
         if alert.audio is not None:
             if check:
                 decode_wav(alert.audio.data, rate)
-            alert_id = alert.id
-            return lambda: decode_wav(self._inline_audio(alert_id), rate)
+            return lambda: decode_wav(self._inline_audio(entry), rate)
         if alert.clip is not None:
             if check:
                 load_clip(clips, alert.clip, rate)
@@ -455,12 +456,12 @@ class Intake:
             return lambda: load_clip(clips, clip, rate)
         return self._tts(alert.text) if alert.text.strip() else None
 
-    def _inline_audio(self, alert_id: str) -> bytes:
-        """The inline WAV of an accepted alert, read back from the alert log."""
-        record = self.store.alert_record(alert_id)
+    def _inline_audio(self, entry: str) -> bytes:
+        """The inline WAV of an accepted alert, read back from its alert-log entry."""
+        record = self.store.alert_record(entry)
         alert = None if record is None else self._stored_alert(record)
         if alert is None or alert.audio is None:
-            raise BadAudio(f"the inline audio of {alert_id} is no longer in the alert log")
+            raise BadAudio(f"the inline audio of {entry} is no longer in the alert log")
         return alert.audio.data
 
     def _tts(self, text: str) -> Callable[[], bytes]:
@@ -552,7 +553,7 @@ class Intake:
                 continue
             try:
                 alert = self._stored_alert(record)
-                speech = self._speech(alert, check=False)  # checked when it was accepted
+                speech = self._speech(alert, broadcast_id, check=False)  # checked on acceptance
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
                 self.store.set_alert_state(broadcast_id, "failed")
