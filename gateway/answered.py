@@ -11,8 +11,9 @@ one indexed lookup and nothing else, whatever the first answer was.
 It is kept in the station's database (table ``answered``, gateway/store_schema.py), so a
 restart does not reopen it, and bounded: at least the newest `KEEP_ANSWERS` answers and at
 least those of the last `KEEP_MS` are kept, older ones are deleted every `TRIM_EVERY`
-answers and by the storage budget. While the disk is full, answers wait in a bounded memory
-table and are written when writing works again.
+answers and by the storage budget. New answers are written once a second in one transaction
+(`flush`); meanwhile, and while the disk is full, they wait in a bounded memory table that
+the lookup consults first.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ KEEP_ANSWERS = 10_000
 KEEP_MS = 24 * 3_600_000
 #: Answers added between two trims of the table.
 TRIM_EVERY = 500
+#: Answers held in memory at most while they cannot be written (a full disk).
+MAX_UNSAVED = KEEP_ANSWERS
 
 
 class AnsweredLog:
@@ -60,18 +63,31 @@ class AnsweredLog:
         return None if row is None else str(row[0])
 
     def add(self, key: str, sha256: bytes, message_id: str) -> None:
-        """Remember that this message was answered (naming `message_id`)."""
+        """Remember that this message was answered (naming `message_id`).
+
+        Held in memory until the next `flush` (the service calls it every second): one
+        write for a burst of answers, not one fsync each. A crash loses at most that
+        second, which costs one more receipt if exactly those messages are replayed.
+        """
         self._unsaved[(key, sha256)] = (message_id, now_ms())
         self._unsaved.move_to_end((key, sha256))
-        while len(self._unsaved) > self._keep:
+        while len(self._unsaved) > MAX_UNSAVED:
             self._unsaved.popitem(last=False)
-        self._save()
 
-    def _save(self) -> None:
+    def flush(self) -> None:
+        """Write the answers held in memory (kept there if the disk is full)."""
+        if not self._unsaved:
+            return
         rows = [(key, sha, mid, ts) for (key, sha), (mid, ts) in self._unsaved.items()]
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO answered VALUES (?, ?, ?, ?)", rows)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO answered VALUES (?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
         try:
             self._store.run_write(write)

@@ -177,7 +177,7 @@ class Intake:
         finally:
             self._answering = None
             answer, self._answer = self._answer, None
-            if answer is not None:  # written after the broadcast is queued: off the sound path
+            if answer is not None:  # noted after the broadcast is queued: off the sound path
                 self.answered.add(*answer)
 
     def _answered_before(self, envelope: Envelope) -> bool:
@@ -712,11 +712,13 @@ class Intake:
         for event in self.rejections.due(now_ms):
             self._event(event)
         self.log_folder.tick(now_ms)
+        self.answered.flush()
         self.floor.tick()
 
     def stop(self) -> None:
-        """At a clean stop: save the time floor (§6.1)."""
+        """At a clean stop: save the time floor (§6.1) and the answers not yet written."""
         self.floor.tick(force=True)
+        self.answered.flush()
 
 
 LEVEL_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}

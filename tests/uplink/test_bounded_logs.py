@@ -34,6 +34,8 @@ def test_answers_survive_a_reopen_and_the_table_stays_bounded(tmp_path: Path) ->
         answered = AnsweredLog(store, keep=200, keep_ms=0)
         for n in range(1200):
             answered.add("centre", digest(n), f"a-{n}")
+            if n % 100 == 99:
+                answered.flush()
         assert answered.answered("centre", digest(1199)) == "a-1199"
         assert answered.answered("other-key", digest(1199)) is None
     with open_store(db) as store:
@@ -48,6 +50,7 @@ def test_answers_of_the_last_24_h_are_kept_beyond_the_count(tmp_path: Path) -> N
         answered = AnsweredLog(store, keep=100)  # the real 24 h
         for n in range(600):
             answered.add("centre", digest(n), f"a-{n}")
+        answered.flush()
         assert answered.answered("centre", digest(0)) == "a-0"
 
 
