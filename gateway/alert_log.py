@@ -10,9 +10,10 @@ the budget could only make room by deleting unsent readings. So:
 * when it reaches a final state (played, failed, cancelled, expired, superseded) the record
   becomes a compact one — key, id, level, status, times, payload SHA-256 — and the payload
   (with its audio) is gone;
-* an id whose alert was received before the *prune horizon* (the time floor minus the
-  longest lifetime an alert can have) may be deleted: any message naming it now would be
-  ``expired`` whatever the log says. The newest local broadcast is kept, so its number
+* an id whose alert was received before the *prune horizon* (the time floor minus
+  ``security.max_alert_lifetime_s``) may be deleted: any message naming it now would be
+  ``expired`` whatever the log says (the intake, which owns the floor, registers the prune
+  with the store's budget). The newest local broadcast is kept, so its number
   (``local:<rule>:<n>``) never goes back;
 * the storage budget counts the whole file (SQLite page counts) and, on a new database
   (``auto_vacuum = INCREMENTAL``), gives freed pages back to the file system.
@@ -24,7 +25,6 @@ import base64
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,9 +32,9 @@ from typing import Any
 FINAL_STATES = frozenset(
     {"played", "failed", "cancelled", "expired", "superseded", "rejected", "done"}
 )
-#: Until the time floor and ``security.max_alert_lifetime_s`` exist: the station clock and the
-#: protocol's default lifetime (7 days). `prune_horizon_ms` is the one place to switch.
-DEFAULT_MAX_ALERT_LIFETIME_MS = 7 * 86_400_000
+#: Received timestamps before this (2020-01-01) come from a clock that was never set: such an
+#: entry's age is unknown, so it is never pruned.
+SANE_EPOCH_MS = 1_577_836_800_000
 #: Alert summary members kept in a compact record (what `cunxiang status` shows).
 SUMMARY_FIELDS = ("id", "sender", "sent", "expires", "msg_type", "status", "level", "event")
 #: Record members kept in a compact record.
@@ -55,13 +55,11 @@ VACUUM_PAGES = 16_384
 VACUUM_MIN_PAGES = 256
 
 
-def prune_horizon_ms(now_ms: int) -> int:
-    """Alerts received before this may leave the log: they could only be ``expired`` now.
-
-    PROTOCOL.md §6.1: the horizon is the time floor minus ``security.max_alert_lifetime_s``.
-    Until the floor exists this uses the station clock and the default 7-day lifetime.
-    """
-    return now_ms - DEFAULT_MAX_ALERT_LIFETIME_MS
+def prune_horizon_ms(floor_ms: int, max_alert_lifetime_s: int) -> int:
+    """Entries received before this may leave the log (docs/protocol.md §6.1): any alert
+    sent before it expired by the time floor at the latest, so a replay can only be
+    ``expired``; a command's lifetime is far shorter still."""
+    return floor_ms - max_alert_lifetime_s * 1000
 
 
 def payload_fields(payload: bytes) -> dict[str, Any]:
@@ -114,18 +112,23 @@ def compact(db: sqlite3.Connection, alert_id: str) -> None:
     db.execute("UPDATE alerts SET record = ? WHERE id = ?", (text, alert_id))
 
 
-def prune(db: sqlite3.Connection, now_ms: int) -> int:
-    """Delete finished alerts received before the horizon; the number deleted.
+def prune(db: sqlite3.Connection, floor_ms: int, max_alert_lifetime_s: int) -> int:
+    """Delete finished entries received before the prune horizon; the number deleted.
 
-    Unfinished ones stay whatever their age (a restart still owes them a receipt), and so
-    does the newest local broadcast (its number must not be used again).
+    Only entries with a trustworthy received time (the clock was set), and for alerts only
+    once their effective expiry is at or before the floor. Unfinished ones stay whatever
+    their age (a restart still owes them a receipt), and so does the newest local
+    broadcast (its number must not be used again).
     """
     states = ",".join("?" * len(FINAL_STATES))
+    horizon = prune_horizon_ms(floor_ms, max_alert_lifetime_s)
     cursor = db.execute(
-        f"DELETE FROM alerts WHERE received_ts < ? AND state IN ({states}) "
+        f"DELETE FROM alerts WHERE state IN ({states}) "
+        "AND received_ts >= ? AND received_ts < ? "
+        "AND (id LIKE 'cmd:%' OR coalesce(json_extract(record, '$.expires_ms'), 0) <= ?) "
         "AND id != coalesce((SELECT id FROM alerts WHERE id LIKE 'local:%' "
         "ORDER BY received_ts DESC, rowid DESC LIMIT 1), '')",
-        (prune_horizon_ms(now_ms), *sorted(FINAL_STATES)),
+        (*sorted(FINAL_STATES), SANE_EPOCH_MS, horizon, floor_ms),
     )
     return int(cursor.rowcount)
 
@@ -164,8 +167,3 @@ def highest_local_number(db: sqlite3.Connection) -> int:
         if tail.isdigit():
             highest = max(highest, int(tail))
     return highest
-
-
-def wall_ms() -> int:
-    """The station clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -113,6 +114,7 @@ class Intake:
         self.floor = TimeFloor(store, clock)
         self.rejections = RejectionFolder()
         self.answered = AnsweredLog(store)
+        store.add_trimmer(self._prune_alert_log)
         self.log_folder = LogFolder(log)
         self._answering: tuple[str, bytes] | None = None
         self._answer: tuple[str, bytes, str] | None = None
@@ -474,6 +476,11 @@ class Intake:
         return lambda: self.tts.render(text)
 
     # -- local alarms ------------------------------------------------------------------------
+
+    def _prune_alert_log(self, db: sqlite3.Connection) -> int:
+        """For the storage budget: entries only an `expired` could answer now may go."""
+        lifetime = self.config.security.max_alert_lifetime_s
+        return alert_log.prune(db, self.floor.floor_ms, lifetime)
 
     def local_broadcast_id(self, rule: str) -> str:
         """A new ``local:<rule>:<n>`` id: n counts up from the highest the log holds.

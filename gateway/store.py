@@ -1227,13 +1227,13 @@ class Store:
                 return
 
     def _trim_alert_log(self) -> int:
-        """Inside a transaction: compact finished alerts, forget ancient ones (alert_log.py).
+        """Inside a transaction: compact finished alerts, then the registered trims (ancient
+        alert-log entries, old answers: gateway/alert_log.py, gateway/answered.py).
 
         Returns 0 (nothing for the seq ranges to record): only alert-log rows change.
         """
         before = self._used_bytes()
         alert_log.compact_finished(self._db)
-        alert_log.prune(self._db, now_ms())
         for trim in self._trimmers:
             trim(self._db)
         return int(self._used_bytes() < before)

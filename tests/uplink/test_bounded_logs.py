@@ -80,7 +80,9 @@ def test_a_finished_alert_keeps_a_compact_record_and_ancient_ones_go(tmp_path: P
         # A week and a day later both could only be expired: the log forgets the central
         # one, and keeps the newest local one (its number must not come back).
         later = now_ms() + 8 * 86_400_000
-        assert store.run_write(lambda c: alert_log.prune(c, later)) == 1
+        week = 7 * 86_400
+        assert store.run_write(lambda c: alert_log.prune(c, now_ms(), week)) == 0
+        assert store.run_write(lambda c: alert_log.prune(c, later, week)) == 1
         assert store.alert_record("centre/a-1") is None
         assert store.run_write(alert_log.highest_local_number) == 7
 
