@@ -100,16 +100,22 @@ def compact_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return compact
 
 
-def compact(db: sqlite3.Connection, alert_id: str) -> None:
-    """Replace the record of a finished alert by its compact form (inside the caller's lock)."""
+def compacted(db: sqlite3.Connection, alert_id: str) -> str | None:
+    """The compact record text for an entry, or None if it is compact already (or absent)."""
     row = db.execute("SELECT record FROM alerts WHERE id = ?", (alert_id,)).fetchone()
     if row is None:
-        return
+        return None
     record = json.loads(str(row[0]))
     if record.get("compact"):
-        return
-    text = json.dumps(compact_record(record), ensure_ascii=False, separators=(",", ":"))
-    db.execute("UPDATE alerts SET record = ? WHERE id = ?", (text, alert_id))
+        return None
+    return json.dumps(compact_record(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def compact(db: sqlite3.Connection, alert_id: str) -> None:
+    """Replace the record of a finished alert by its compact form (inside the caller's lock)."""
+    text = compacted(db, alert_id)
+    if text is not None:
+        db.execute("UPDATE alerts SET record = ? WHERE id = ?", (text, alert_id))
 
 
 def prune(db: sqlite3.Connection, floor_ms: int, max_alert_lifetime_s: int) -> int:

@@ -1032,12 +1032,19 @@ class Store:
                 self._unsaved_alerts[alert_id] = (state, unsaved[1], now, record)
                 return
             try:
-                cursor = self._db.execute(
-                    "UPDATE alerts SET state = ?, updated_ts = ? WHERE id = ?",
-                    (state, now, alert_id),
-                )
-                if state in alert_log.FINAL_STATES:
-                    alert_log.compact(self._db, alert_id)
+                # A finished alert keeps a compact record, in the same (one fsync) commit.
+                final = state in alert_log.FINAL_STATES
+                compact = alert_log.compacted(self._db, alert_id) if final else None
+                if compact is None:
+                    cursor = self._db.execute(
+                        "UPDATE alerts SET state = ?, updated_ts = ? WHERE id = ?",
+                        (state, now, alert_id),
+                    )
+                else:
+                    cursor = self._db.execute(
+                        "UPDATE alerts SET state = ?, updated_ts = ?, record = ? WHERE id = ?",
+                        (state, now, compact, alert_id),
+                    )
             except sqlite3.Error as exc:
                 log.error("%s: cannot update alert %r: %s", self.path, alert_id, exc)
                 return
