@@ -15,7 +15,12 @@ loudspeakers and the order is always PROTOCOL.md §9:
   broadcast's ``gate`` (a programme item that can no longer start in its time
   is reported ``skipped`` with the gate's reason);
 - a ``live`` broadcast (the microphone) plays what its source yields, as it
-  comes, until the source ends.
+  comes, until the source ends;
+- at most ``max_queue`` broadcasts wait; past that the lowest-priority one
+  is refused (``rejected``, ``queue_full``). A broadcast's speech is rendered
+  (decoded, synthesised) only when it starts playing and dropped when it
+  stops, so only the playing one holds decoded audio; the rest wait as their
+  source (a callable that decodes or synthesises on demand).
 
 One worker thread plays. For each broadcast it starts rendering the speech
 (TTS can take half a second) in a helper thread *before* anything else, then
@@ -58,6 +63,8 @@ log = logging.getLogger(__name__)
 
 LEVELS = ("red", "orange", "yellow", "blue", "mic", "routine")
 """Broadcast levels, highest first: the four warning levels, the microphone, programmes."""
+DEFAULT_MAX_QUEUE = 32
+"""Broadcasts that may wait at most (``audio.max_queue``, PROTOCOL.md §9)."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
 
@@ -178,12 +185,14 @@ class BroadcastQueue:
         time_ms: Callable[[], int] = _now_ms,
         retry_delay_s: float = 1.0,
         on_state: Callable[[str], None] | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         self._player = player
         self._amp = amp
         self._repeat_gap_s = repeat_gap_s
         self._retries = max(0, retries)
         self._retry_delay_s = retry_delay_s
+        self._max_queue = max(1, max_queue)
         self._time_ms = time_ms
         self._on_status = on_status
         self._on_fault = on_fault
@@ -223,6 +232,8 @@ class BroadcastQueue:
             abort = threading.Event()
             speech = _Speech(b.speech, abort) if b.speech is not None else None
             entry = _Entry(b, self._order, speech, abort=abort)
+            if not self._make_room(entry):
+                return
             self._emit(b.id, "queued", {})
             self._pending.append(entry)
             current = self._current
@@ -278,8 +289,12 @@ class BroadcastQueue:
         with self._cond:
             return self._state_locked()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop playing (unfinished broadcasts are not reported), close the player and amplifier."""
+    def close(self, timeout_s: float = 5.0, worker_s: float = 1.0) -> None:
+        """Stop playing (unfinished broadcasts are not reported), close the player and amplifier.
+
+        The worker stops within ~200 ms of an abort; one still busy after `worker_s` is stuck
+        in a wedged device and is left behind (a daemon thread), so a stop never hangs.
+        """
         with self._cond:
             if self._closed:
                 return
@@ -287,7 +302,9 @@ class BroadcastQueue:
             if self._current is not None:
                 self._stop(self._current, "closed")
             self._cond.notify_all()
-        self._worker.join(timeout_s)
+        self._worker.join(min(timeout_s, worker_s))
+        if self._worker.is_alive():
+            log.error("the audio worker is stuck in the sound device; stopping without it")
         self._player.close()
         self._amp.close()
         self._events.put(None)
@@ -301,6 +318,19 @@ class BroadcastQueue:
 
     def _find(self, broadcast_id: str) -> _Entry | None:
         return next((e for e in self._entries() if e.b.id == broadcast_id), None)
+
+    def _make_room(self, entry: _Entry) -> bool:
+        """At most ``max_queue`` wait (PROTOCOL.md §9): past that the lowest-priority one of
+        them and `entry` is refused, ``rejected`` with ``queue_full``. False if it is `entry`."""
+        if len(self._pending) < self._max_queue:
+            return True
+        lowest = max([*self._pending, entry], key=_Entry.key)
+        log.warning("broadcast queue full (%d waiting): %s refused", self._max_queue, lowest.b.id)
+        self._emit(lowest.b.id, "rejected", {"reason": "queue_full"})
+        if lowest is entry:
+            return False
+        self._pending.remove(lowest)
+        return True
 
     def _cancel_locked(self, broadcast_id: str) -> bool:
         entry = self._find(broadcast_id)
@@ -466,6 +496,9 @@ class BroadcastQueue:
             if why == "preempted":
                 entry.state = "queued"
                 entry.preempted = True
+                # Waiting again: it waits as its source, not as decoded audio (§9).
+                if entry.speech is not None and entry.b.speech is not None:
+                    entry.speech = _Speech(entry.b.speech, entry.abort)
                 self._pending.append(entry)
         if why == "preempted" and entry.announced:
             self._emit(entry.b.id, "interrupted", {})

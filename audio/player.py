@@ -141,6 +141,8 @@ class Player:
         self._format = _StreamFormat(rate, 1)
         self._ratecv_state: Any = None
         self._running = False
+        self._writing: pyaudio.Stream | None = None  # the stream a write is blocked in
+        self._abandoned: tuple[pyaudio.Stream, pyaudio.PyAudio | None] | None = None
         self._t0 = 0.0
         self._written_s = 0.0
 
@@ -175,18 +177,21 @@ class Player:
             )
 
     def close(self) -> None:
-        """Stop and close the stream and PortAudio; safe to call twice."""
+        """Stop and close the stream and PortAudio; safe to call twice; never blocks.
+
+        A write may be blocked in the device right now (a wedged driver): the stream is then
+        only let go of here, and the writing thread closes it if its write ever returns.
+        Closing a stream under a write in progress is not safe in PortAudio.
+        """
         with self._lock:
             stream, pa = self._stream, self._pa
             self._stream, self._pa, self._running = None, None, False
             self._written_s = 0.0
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.stop_stream()
-                with contextlib.suppress(OSError):
-                    stream.close()
-            if pa is not None:
-                pa.terminate()
+            if stream is not None and stream is self._writing:
+                self._abandoned = (stream, pa)
+                log.warning("audio device busy in a write; leaving its stream to that write")
+                return
+        _close_stream(stream, pa)
 
     def standby(self) -> None:
         """Stop the stream while nothing plays (no underruns on an idle card); keep it open."""
@@ -259,22 +264,46 @@ class Player:
         return True
 
     def _write(self, chunk: bytes) -> None:
+        """Hand one chunk to the device. The lock is not held across ``stream.write()``:
+        a device that stops taking data blocks this thread only, never `close()`."""
         with self._lock:
             stream = self._stream
             if stream is None:
                 raise AudioDeviceError("the audio output was closed")
             data = self._to_device(chunk)
+            frames = len(data) // (SAMPLE_WIDTH * self._format.channels)
             try:
                 if not self._running:
                     stream.start_stream()
                     self._running = True
-                stream.write(data, len(data) // (SAMPLE_WIDTH * self._format.channels))
             except (OSError, ValueError) as exc:
                 self.close()
                 raise AudioDeviceError(
-                    f"writing to audio device {self.device!r} failed: {exc}"
+                    f"starting audio device {self.device!r} failed: {exc}"
                 ) from exc
+            self._writing = stream
+        try:
+            stream.write(data, frames)
+        except (OSError, ValueError) as exc:
+            self._write_done(stream)
+            self.close()
+            raise AudioDeviceError(
+                f"writing to audio device {self.device!r} failed: {exc}"
+            ) from exc
+        if self._write_done(stream):
+            raise AudioDeviceError("the audio output was closed")
         self._written_s += len(chunk) / (SAMPLE_WIDTH * self.rate)
+
+    def _write_done(self, stream: pyaudio.Stream) -> bool:
+        """A write returned; True if `close()` let go of its stream meanwhile (now closed)."""
+        with self._lock:
+            self._writing = None
+            abandoned = self._abandoned
+            if abandoned is None or abandoned[0] is not stream:
+                return False
+            self._abandoned = None
+        _close_stream(*abandoned)
+        return True
 
     def _to_device(self, chunk: bytes) -> bytes:
         fmt = self._format
@@ -320,6 +349,16 @@ class Player:
         raise AudioDeviceError(
             f"audio device {self.device!r} cannot be opened: {'; '.join(errors)}"
         )
+
+
+def _close_stream(stream: pyaudio.Stream | None, pa: pyaudio.PyAudio | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(OSError):
+            stream.stop_stream()
+        with contextlib.suppress(OSError):
+            stream.close()
+    if pa is not None:
+        pa.terminate()
 
 
 def _clamp_volume(volume: float) -> float:

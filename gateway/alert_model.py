@@ -273,6 +273,9 @@ def readable_id(payload: bytes) -> str | None:
 
 def parse_alert_json(payload: bytes) -> Alert:
     """Parse a verified JSON alert payload (PROTOCOL.md §6.1) or raise PayloadError."""
+    from gateway.payload_limits import check_json_payload  # it builds on this module
+
+    check_json_payload(payload)
     try:
         return Alert.model_validate_json(payload)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
 from gateway.alert_model import Alert, PayloadError, alert_from_fields, is_valid_id
+from gateway.payload_limits import cap_encoding_allowed, cap_identifier, check_references
 
 CAP_1_1 = "urn:oasis:names:tc:emergency:cap:1.1"
 CAP_1_2 = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -55,14 +56,14 @@ def _bad(detail: str, alert_id: str | None = None) -> PayloadError:
 
 
 def _as_expat_input(payload: bytes) -> bytes:
-    """Honour the declared encoding, even multi-byte ones expat lacks (GB18030, Big5 …)."""
+    """Honour the declared encoding, even multi-byte ones expat lacks (GB18030, GBK …; the accepted ones are listed in gateway/payload_limits.py)."""
     match = XML_DECLARATION.match(payload)
     if match is None:
         return payload
-    try:
-        codec = codecs.lookup(match.group(2).decode("ascii")).name
-    except LookupError:
-        raise _bad(f"unknown declared encoding {match.group(2)!r}") from None
+    declared_name = match.group(2).decode("ascii")
+    if not cap_encoding_allowed(declared_name):
+        raise _bad(f"declared encoding {declared_name!r} is not accepted", cap_identifier(payload))
+    codec = codecs.lookup(declared_name).name
     if codec in EXPAT_ENCODINGS:
         return payload
     try:
@@ -124,7 +125,9 @@ def _cap_time(value: str, name: str, alert_id: str | None) -> datetime:
 
 def _referenced_ids(value: str, alert_id: str | None) -> list[str]:
     ids = []
-    for triple in value.split():
+    triples = value.split()
+    check_references(triples, alert_id)
+    for triple in triples:
         parts = triple.split(",")
         if len(parts) != 3 or not parts[1]:
             raise _bad(f"<references> entry {triple!r} is not sender,identifier,sent", alert_id)

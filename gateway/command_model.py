@@ -18,11 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from gateway.alert_model import PayloadError, is_valid_id, readable_id
+from gateway.payload_limits import check_json_payload, check_seq
 
 CommandName = Literal["status", "speaker_test", "cancel_all", "resend"]
 DEFAULT_TEST_VOLUME = 0.3
@@ -41,8 +43,13 @@ class ResendArgs(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    from_seq: Annotated[int, Field(ge=0)]
-    to_seq: Annotated[int, Field(ge=0)]
+    from_seq: int
+    to_seq: int
+
+    @field_validator("from_seq", "to_seq")
+    @classmethod
+    def _seq(cls, value: int, info: ValidationInfo) -> int:
+        return check_seq(value, str(info.field_name))
 
     @model_validator(mode="after")
     def _ordered(self) -> ResendArgs:
@@ -93,6 +100,7 @@ def parse_command(payload: bytes, max_lifetime_s: int | None = None) -> Command:
 
     With `max_lifetime_s`, a command whose `expires` − `sent` exceeds it is `bad_payload`.
     """
+    check_json_payload(payload)
     try:
         command = Command.model_validate_json(payload)
     except ValidationError as exc:

@@ -151,6 +151,7 @@ class AudioConfig(_Section):
         default_factory=lambda: dict(DEFAULT_REPEAT)
     )
     microphone_level: Literal["red", "orange", "yellow", "blue", "mic"] = "mic"
+    max_queue: int = Field(32, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _all_levels(self) -> AudioConfig:

@@ -33,6 +33,7 @@ REASONS: frozenset[str] = frozenset(
         "audio_device",
         "tts_unavailable",
         "poison",
+        "queue_full",
     }
 )
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from audio.broadcast_queue import Broadcast, BroadcastQueue
 from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
 from audio.tts import Tts, TtsUnavailable
+from gateway import alert_log
 from gateway.alert_ids import command_log_id, is_reserved, log_id, public_id, reachable
 from gateway.alert_model import (
     Alert,
@@ -38,23 +40,24 @@ from gateway.alert_model import (
     names_station,
     parse_alert_json,
 )
+from gateway.answered import AnsweredLog
 from gateway.cap import parse_cap
 from gateway.clock import StationClock
 from gateway.command_model import Command, parse_command
 from gateway.config import Config
 from gateway.downlink_rejections import RejectionFolder
 from gateway.envelope import Envelope, EnvelopeError, open_envelope
+from gateway.log_folding import LogFolder
 from gateway.rules import RuleEvent
 from gateway.scope import authorised
 from gateway.store import Store
 from gateway.time_floor import TimeFloor
+from gateway.untrusted import untrusted_text
 
 log = logging.getLogger(__name__)
 
 #: States of an alert in the log that mean "not finished: play it (again) after a restart".
 UNFINISHED = ("received", "queued", "playing", "interrupted")
-#: Longest untrusted string (an unknown key name) copied into an event.
-MAX_UNTRUSTED_CHARS = 128
 #: How long a local alarm broadcast stays worth playing after a restart.
 LOCAL_BROADCAST_TTL_MS = 30 * 60 * 1000
 SPEAKER_TEST_PREFIX = "speaker-test:"
@@ -69,16 +72,6 @@ def programme_topics(prefix: str, station_id: str, area: str) -> frozenset[str]:
             f"{prefix}station/{station_id}/programme",
         }
     )
-
-
-def untrusted_text(text: str, limit: int = MAX_UNTRUSTED_CHARS) -> str:
-    """A string from an unverified message made safe to store, log and publish.
-
-    JSON lets a sender write lone surrogates (`"\\ud800"`), which no UTF-8 encoder
-    accepts; they are spelled out as escapes. Length is capped.
-    """
-    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return safe if len(safe) <= limit else safe[:limit] + "…"
 
 
 class UplinkPort(Protocol):
@@ -120,6 +113,11 @@ class Intake:
         self.trusted = {name: scope.public_key for name, scope in self.scopes.items()}
         self.floor = TimeFloor(store, clock)
         self.rejections = RejectionFolder()
+        self.answered = AnsweredLog(store)
+        store.add_trimmer(self._prune_alert_log)
+        self.log_folder = LogFolder(log)
+        self._answering: tuple[str, bytes] | None = None
+        self._answer: tuple[str, bytes, str] | None = None
         self.tts = Tts(
             config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
         )
@@ -128,6 +126,8 @@ class Intake:
         # References an update/cancel stopped: the queue reports them `cancelled`, but the
         # receipt intake already wrote (`superseded` or `cancelled`) is the one that counts.
         self._replaced: set[str] = set()
+        # Read once at start, while the file is surely readable; counted in memory after.
+        self._local_n = store.run_write(alert_log.highest_local_number)
         prefix = f"{config.mqtt.topic_prefix}/"
         self._station_alert = f"{prefix}station/{config.station.id}/alert"
         self._station_cmd = f"{prefix}station/{config.station.id}/cmd"
@@ -157,17 +157,55 @@ class Intake:
         on_alert_topic = topic == self._station_alert or topic.startswith(self._area_prefix)
         on_programme_topic = topic in self.programme_topics
         if envelope.type == "command" and on_cmd_topic:
-            self._command(envelope, topic, payload)
+            handler = self._command
         elif envelope.type in ("alert", "cap") and on_alert_topic:
-            self._alert(envelope, topic, payload)
+            handler = self._alert
         elif envelope.type == "programme" and on_programme_topic:
+            # Retained schedules come again on every connect by design: the programme book
+            # keeps the highest version, so answered-once does not apply (§10).
             if self.on_programme is not None:
                 self.on_programme(envelope, topic, payload)
+            return
         else:
             # A type on the wrong topic (§6): a command relabelled for an alert topic, a
             # programme anywhere but a programme topic, ...
             detail = f"a {envelope.type} envelope does not belong on {topic}"
             self._reject_downlink("bad_envelope", topic, envelope.key, payload, detail)
+            return
+        if self._answered_before(envelope):
+            return
+        try:
+            handler(envelope, topic, payload)
+        finally:
+            self._answering = None
+            answer, self._answer = self._answer, None
+            if answer is not None:  # noted after the broadcast is queued: off the sound path
+                self.answered.add(*answer)
+
+    def _answered_before(self, envelope: Envelope) -> bool:
+        """Answered once (PROTOCOL.md §6): an identical verified message gets no new answer."""
+        digest = hashlib.sha256(envelope.payload).digest()
+        earlier = self.answered.answered(envelope.key, digest)
+        if earlier is None:
+            self._answering = (envelope.key, digest)
+            return False
+        self.log_folder.log(
+            "replays of answered messages",
+            self.clock.now_ms(),
+            logging.INFO,
+            "%s %s (key %s) was answered before: no new answer",
+            envelope.type,
+            earlier,
+            envelope.key,
+        )
+        return True
+
+    def _note_answer(self, message_id: str) -> None:
+        """The first answer to the message being handled: remember it (gateway/answered.py)."""
+        if self._answering is not None:
+            key, digest = self._answering
+            self._answering = None
+            self._answer = (key, digest, message_id)
 
     def _reject_downlink(
         self, reason: str, topic: str, key: str | None, payload: bytes, detail: str
@@ -175,7 +213,10 @@ class Intake:
         digest = hashlib.sha256(payload).hexdigest()
         key = None if key is None else untrusted_text(key)
         detail = untrusted_text(detail, 500)
-        log.warning(
+        self.log_folder.log(
+            f"downlink rejected ({reason})",
+            self.clock.now_ms(),
+            logging.WARNING,
             "downlink rejected (%s) on %s, key %s, sha256 %s: %s",
             reason,
             topic,
@@ -245,7 +286,13 @@ class Intake:
             return
         if self.store.alert_record(log_id(envelope.key, alert.id)) is not None:
             # Before the time checks: a replay gets no new receipt, not even `expired` (§6.1).
-            log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
+            self.log_folder.log(
+                "repeats of accepted alerts",
+                self.clock.now_ms(),
+                logging.INFO,
+                "alert %s was accepted before: not played again, no new receipt",
+                alert.id,
+            )
             return
         synced = self.floor.synced()
         verdict = check_time(
@@ -262,7 +309,7 @@ class Intake:
             self._receipt(alert.id, "rejected", {"reason": "from_future"})
             return
         try:
-            speech = self._speech(alert)
+            speech = self._speech(alert, log_id(envelope.key, alert.id))
         except (UnknownClip, BadAudio) as exc:
             reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
             self._receipt(alert.id, "rejected", {"reason": reason})
@@ -273,7 +320,15 @@ class Intake:
         if exc.alert_id is None:
             self._reject_downlink(exc.reason, topic, key, raw, str(exc))
             return
-        log.warning("alert %s rejected (%s): %s", exc.alert_id, exc.reason, exc)
+        self.log_folder.log(
+            f"alerts rejected ({exc.reason})",
+            self.clock.now_ms(),
+            logging.WARNING,
+            "alert %s rejected (%s): %s",
+            exc.alert_id,
+            exc.reason,
+            untrusted_text(str(exc), 500),
+        )
         self._receipt(exc.alert_id, "rejected", {"reason": exc.reason})
 
     def _accept(
@@ -289,10 +344,9 @@ class Intake:
             "kind": "central",
             "format": envelope.type,
             "key": envelope.key,
-            "payload": envelope.payload.decode("utf-8", errors="replace")
-            if envelope.type == "cap"
-            else None,
-            "alert": alert.model_dump(mode="json"),
+            # The payload once (a restart parses it again), not the audio a second time.
+            **alert_log.payload_fields(envelope.payload),
+            "alert": alert_log.summary(alert.model_dump(mode="json", exclude={"audio"})),
             "level": level,
             "expires_ms": effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
             "silent": alert.status == "test" and not self.config.security.allow_test_sound,
@@ -381,19 +435,36 @@ class Intake:
         """
         return expires_ms if self.clock.synced() else None
 
-    def _speech(self, alert: Alert) -> Callable[[], bytes] | None:
+    def _speech(
+        self, alert: Alert, entry: str, *, check: bool = True
+    ) -> Callable[[], bytes] | None:
         """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
 
-        Clips and inline audio are decoded now, so that a bad one is `rejected` before
-        anything plays; text is rendered later, in parallel with the pre-tone.
+        Clips and inline audio are decoded now (`check`), so that a bad one is `rejected`
+        before anything plays, and the result dropped: a queued broadcast waits as its
+        source (the inline bytes stay in the alert log, a clip on disk, text as text) and is
+        decoded again when it starts playing (§9), so 32 queued alerts do not hold 32
+        decoded sounds. Text is rendered later, in parallel with the pre-tone.
         """
+        rate, clips = self.rate, self.config.audio.clips_dir
         if alert.audio is not None:
-            pcm = decode_wav(alert.audio.data, self.rate)
-            return lambda: pcm
+            if check:
+                decode_wav(alert.audio.data, rate)
+            return lambda: decode_wav(self._inline_audio(entry), rate)
         if alert.clip is not None:
-            pcm = load_clip(self.config.audio.clips_dir, alert.clip, self.rate)
-            return lambda: pcm
+            if check:
+                load_clip(clips, alert.clip, rate)
+            clip = alert.clip
+            return lambda: load_clip(clips, clip, rate)
         return self._tts(alert.text) if alert.text.strip() else None
+
+    def _inline_audio(self, entry: str) -> bytes:
+        """The inline WAV of an accepted alert, read back from its alert-log entry."""
+        record = self.store.alert_record(entry)
+        alert = None if record is None else self._stored_alert(record)
+        if alert is None or alert.audio is None:
+            raise BadAudio(f"the inline audio of {entry} is no longer in the alert log")
+        return alert.audio.data
 
     def _tts(self, text: str) -> Callable[[], bytes]:
         if self.config.audio.tts == "none":
@@ -406,13 +477,25 @@ class Intake:
 
     # -- local alarms ------------------------------------------------------------------------
 
-    def local_broadcast(self, event: RuleEvent, n: int) -> None:
+    def _prune_alert_log(self, db: sqlite3.Connection) -> int:
+        """For the storage budget: entries only an `expired` could answer now may go."""
+        lifetime = self.config.security.max_alert_lifetime_s
+        return alert_log.prune(db, self.floor.floor_ms, lifetime)
+
+    def local_broadcast_id(self, rule: str) -> str:
+        """A new ``local:<rule>:<n>`` id: n counts up from the highest the log holds.
+
+        Never from the alarm event's seq: on a full disk the event has none yet.
+        """
+        self._local_n += 1
+        return f"local:{rule}:{self._local_n}"
+
+    def local_broadcast(self, event: RuleEvent, broadcast_id: str) -> None:
         """A rule's alarm plays its broadcast (PROTOCOL.md §9), network or not."""
         spec = event.broadcast
         if spec is None:
             return
         level = getattr(spec, "level", None) or event.level
-        broadcast_id = f"local:{event.rule}:{n}"
         record = {
             "kind": "local",
             "level": level,
@@ -432,8 +515,9 @@ class Intake:
         level = str(record["level"])
         try:
             if record.get("clip"):
-                pcm = load_clip(self.config.audio.clips_dir, str(record["clip"]), self.rate)
-                speech: Callable[[], bytes] | None = lambda: pcm  # noqa: E731
+                clips, clip, rate = self.config.audio.clips_dir, str(record["clip"]), self.rate
+                load_clip(clips, clip, rate)  # refused now if it is missing or bad
+                speech: Callable[[], bytes] | None = lambda: load_clip(clips, clip, rate)  # noqa: E731
             else:
                 speech = self._tts(str(record["text"]))
         except (UnknownClip, BadAudio) as exc:
@@ -475,9 +559,8 @@ class Intake:
                 self._submit_local(broadcast_id, record)
                 continue
             try:
-                # The log holds the alert's JSON form (dates as text): parse it as it arrived.
-                alert = parse_alert_json(json.dumps(record["alert"]).encode())
-                speech = self._speech(alert)
+                alert = self._stored_alert(record)
+                speech = self._speech(alert, broadcast_id, check=False)  # checked on acceptance
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
                 self.store.set_alert_state(broadcast_id, "failed")
@@ -486,6 +569,14 @@ class Intake:
             self.queue.submit(
                 self._broadcast(broadcast_id, alert, str(record["level"]), record, speech)
             )
+
+    @staticmethod
+    def _stored_alert(record: dict[str, Any]) -> Alert:
+        """The alert of an unfinished log entry, parsed from the payload it arrived as."""
+        payload = alert_log.stored_payload(record)
+        if payload is None:  # an entry of an older release: the alert's JSON form
+            return parse_alert_json(json.dumps(record["alert"]).encode())
+        return parse_cap(payload) if record.get("format") == "cap" else parse_alert_json(payload)
 
     # -- progress from the broadcast queue ---------------------------------------------------
 
@@ -509,6 +600,7 @@ class Intake:
         self._receipt(public_id(entry), status, fields)
 
     def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
+        self._note_answer(alert_id)
         self.store.add_receipt(alert_id, status, fields)
         log.info("receipt %s %s %s", alert_id, status, fields or "")
         if self.on_receipt is not None:
@@ -536,7 +628,13 @@ class Intake:
         # Remembered before the time checks: a replay is never answered, even once expired (§8).
         entry = command_log_id(envelope.key, command.id)
         if not self.store.remember_alert(entry, {"kind": "command", "expires_ms": 0}):
-            log.info("command %s was answered before: ignored", command.id)
+            self.log_folder.log(
+                "repeats of answered commands",
+                self.clock.now_ms(),
+                logging.INFO,
+                "command %s was answered before: ignored",
+                command.id,
+            )
             return
         self.store.set_alert_state(entry, "done")
         synced = self.floor.synced()
@@ -606,6 +704,7 @@ class Intake:
     def _respond(
         self, command_id: str, *, result: dict[str, Any] | None = None, error: str | None = None
     ) -> None:
+        self._note_answer(command_id)
         response: dict[str, Any] = {"id": command_id, "ok": error is None}
         if error is None:
             response["result"] = result or {}
@@ -619,11 +718,14 @@ class Intake:
         """Publish folded `downlink_rejected` events whose minute has ended; keep the floor."""
         for event in self.rejections.due(now_ms):
             self._event(event)
+        self.log_folder.tick(now_ms)
+        self.answered.flush()
         self.floor.tick()
 
     def stop(self) -> None:
-        """At a clean stop: save the time floor (§6.1)."""
+        """At a clean stop: save the time floor (§6.1) and the answers not yet written."""
         self.floor.tick(force=True)
+        self.answered.flush()
 
 
 LEVEL_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}

@@ -23,7 +23,9 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from typing import TextIO
+from typing import Any, TextIO
+
+from gateway.untrusted import escape_controls, has_controls
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -69,7 +71,9 @@ class SecretRedactor:
         self._lock = threading.Lock()
 
     def register(self, value: str) -> None:
-        for candidate in {value, value.strip()}:
+        # Also as the log filter escapes it (a key file's newlines become "\\n").
+        stripped = value.strip()
+        for candidate in {value, stripped, escape_controls(value), escape_controls(stripped)}:
             if len(candidate) >= MIN_SECRET_CHARS:
                 with self._lock:
                     self._secrets.add(candidate)
@@ -102,6 +106,7 @@ class RedactingFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.args = _escaped_args(record.args)
         record.msg = self._redactor.redact(_message(record))
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -111,6 +116,29 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self._redactor.redact(record.stack_info)
         return True
+
+
+def _escaped_args(args: Any) -> Any:
+    """Arguments with control characters escaped: a value from outside cannot break the line.
+
+    The format string is the program's own; what fills it may come from the network
+    (gateway/untrusted.py).
+    """
+    if isinstance(args, tuple):
+        return tuple(escape_controls(a) if isinstance(a, str) else _escape_obj(a) for a in args)
+    return args
+
+
+def _escape_obj(value: Any) -> Any:
+    """An exception or other object whose text holds a control character becomes that text,
+    escaped; anything else is left for the format string (``%d``, ``%r`` …) as it is."""
+    if value is None or isinstance(value, int | float | bool):
+        return value
+    try:
+        text = str(value)
+    except Exception:  # a __str__ that fails must not lose the line
+        return value
+    return escape_controls(text) if has_controls(text) else value
 
 
 def _message(record: logging.LogRecord) -> str:

@@ -34,7 +34,7 @@ from gateway.rules import RuleEngine, RuleEvent
 from gateway.status import protocol_state, status_json
 from gateway.status_live import live_status
 from gateway.status_socket import StatusServer, socket_path
-from gateway.store import Store
+from gateway.store import Store, Stored
 from gateway.sync import Uplink
 from gateway.village_mic import VillageMicrophone
 
@@ -205,6 +205,7 @@ class Station:
             on_status=self._threadsafe(lambda *a: self.intake.on_broadcast_status(*a)),
             on_fault=self._threadsafe(self._on_broadcast_fault),
             time_ms=self.clock.now_ms,
+            max_queue=audio.max_queue,
         )
 
     def _start_microphone(self) -> VillageMicrophone | None:
@@ -307,11 +308,16 @@ class Station:
 
     def _on_rule_event(self, event: RuleEvent) -> None:
         fields: dict[str, Any] = {"sensor": event.sensor, "rule": event.rule, "value": event.value}
+        broadcast_id = None
         if event.kind == "alarm":
             fields["level"] = event.level
-        seq = self._record_event(event.kind, fields, event.ts)
-        if event.kind == "alarm" and event.broadcast is not None:
-            self.intake.local_broadcast(event, seq)
+            if event.broadcast is not None:
+                # Numbered by the alert log, not by the event's seq: on a full disk the
+                # event has no seq yet, and the alarm must sound all the same.
+                broadcast_id = fields["broadcast"] = self.intake.local_broadcast_id(event.rule)
+        self._record_event(event.kind, fields, event.ts)
+        if broadcast_id is not None:
+            self.intake.local_broadcast(event, broadcast_id)
 
     def _on_downlink(self, topic: str, payload: bytes) -> None:
         self.intake.handle(topic, payload)
@@ -320,14 +326,15 @@ class Station:
         self._record_event("broadcast_fault", {"reason": reason})
         self.uplink.state_changed()
 
-    def _record_event(self, type_: str, fields: dict[str, Any], ts: int | None = None) -> int:
-        seq = self.store.add_event(type_, fields, ts)
-        log.info("event %s %s (seq %d)", type_, fields, seq)
+    def _record_event(self, type_: str, fields: dict[str, Any], ts: int | None = None) -> Stored:
+        stored = self.store.add_event(type_, fields, ts)
+        where = "held in memory: the disk is full" if stored.held else f"seq {stored.seq}"
+        log.info("event %s %s (%s)", type_, fields, where)
         if self.on_record is not None:
-            self.on_record(type_, {"seq": seq, **fields})
+            self.on_record(type_, {"seq": stored.seq, **fields})
         if hasattr(self, "uplink"):
             self.uplink.wake()
-        return seq
+        return stored
 
     # -- what flows out --------------------------------------------------------------------
 

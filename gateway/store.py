@@ -41,9 +41,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
-from gateway import store_schema
+from gateway import alert_log, store_schema
 from gateway.store_schema import KIND_EVENT, KIND_READING, KIND_RECEIPT
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ UNFINISHED_ALERT_STATES = ("received", "queued", "playing", "interrupted")
 RESERVED_MEMBERS = frozenset({"seq", "ts"})
 
 RecordKind = Literal["reading", "event", "receipt"]
+T = TypeVar("T")
 _KIND_NAMES: dict[int, RecordKind] = {
     KIND_READING: "reading",
     KIND_EVENT: "event",
@@ -132,6 +133,24 @@ class OutboxRecord:
         """The record as a dict (for status output and tests)."""
         value: dict[str, object] = json.loads(self.json)
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What became of an event or receipt handed to the store.
+
+    ``seq`` is its sequence number once committed; None while it is held in memory because
+    the database cannot be written (disk full) — it is committed, in order, as soon as
+    writing works again, and gets its seq then. Never build an identifier from a seq that
+    may not exist yet.
+    """
+
+    seq: int | None
+
+    @property
+    def held(self) -> bool:
+        """True while the record waits in memory for the database to be writable again."""
+        return self.seq is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +359,7 @@ class Store:
         self._age_checked = -AGE_CHECK_S
         self._budget_warned = False
         self._closed = False
+        self._trimmers: list[Callable[[sqlite3.Connection], object]] = []
         self._lockfile = self._take_lock()
         try:
             self._db = self._open()
@@ -426,6 +446,9 @@ class Store:
             raise self._fail(f"cannot open: {exc}") from None
         try:
             db.execute("PRAGMA page_size=1024")
+            # A new file only (no effect on an existing one): lets the budget give freed
+            # pages back to the file system (gateway/alert_log.py).
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise self._fail(f"cannot switch to WAL mode (got {mode})")
@@ -573,11 +596,11 @@ class Store:
         self._intern[(sensor, quantity, tuple(flags))] = chan
         return chan
 
-    def add_event(self, type_: str, fields: Mapping[str, object], ts: int | None = None) -> int:
-        """Commit one event (PROTOCOL.md §5) now; its seq, or 0 if it is held in memory.
+    def add_event(self, type_: str, fields: Mapping[str, object], ts: int | None = None) -> Stored:
+        """Commit one event (PROTOCOL.md §5) now: `Stored` with its seq, or held in memory.
 
-        0 means the database cannot be written right now (disk full): the event is kept and
-        committed, in order, as soon as writing works again.
+        Held means the database cannot be written right now (disk full): the event is kept
+        and committed, in order, as soon as writing works again.
         """
         if not isinstance(type_, str) or not type_:
             raise ValueError(f"an event needs a type, not {type_!r}")
@@ -589,12 +612,12 @@ class Store:
         if type_ in ("sensor_fault", "sensor_ok") and isinstance(sensor, str):
             state = "fault" if type_ == "sensor_fault" else "ok"
             fault = (sensor, state, str(fields.get("reason", "")))
-        return self._commit(_Record(KIND_EVENT, now_ms() if ts is None else ts, body, fault))
+        return self._stored(_Record(KIND_EVENT, now_ms() if ts is None else ts, body, fault))
 
     def add_receipt(
         self, alert_id: str, status: str, fields: Mapping[str, object], ts: int | None = None
-    ) -> int:
-        """Commit one alert receipt (PROTOCOL.md §7) now; its seq, or 0 as for `add_event`."""
+    ) -> Stored:
+        """Commit one alert receipt (PROTOCOL.md §7) now; `Stored` as for `add_event`."""
         if (
             not isinstance(alert_id, str)
             or not alert_id
@@ -605,7 +628,11 @@ class Store:
         if "alert" in fields or "status" in fields:
             raise ValueError("the alert id and status are arguments, not fields")
         body = json_members({"alert": alert_id, "status": status, **fields})
-        return self._commit(_Record(KIND_RECEIPT, now_ms() if ts is None else ts, body))
+        return self._stored(_Record(KIND_RECEIPT, now_ms() if ts is None else ts, body))
+
+    def _stored(self, record: _Record) -> Stored:
+        seq = self._commit(record)
+        return Stored(seq if seq > 0 else None)
 
     def flush(self) -> None:
         """Commit buffered readings and pending state now (also done by `close`)."""
@@ -995,13 +1022,29 @@ class Store:
         with self._lock:
             unsaved = self._unsaved_alerts.get(alert_id)
             if unsaved is not None:
-                self._unsaved_alerts[alert_id] = (state, unsaved[1], now, unsaved[3])
+                record = unsaved[3]
+                if state in alert_log.FINAL_STATES:
+                    record = json.dumps(
+                        alert_log.compact_record(json.loads(record)),
+                        ensure_ascii=False,
+                        separators=(",", ":"),
+                    )
+                self._unsaved_alerts[alert_id] = (state, unsaved[1], now, record)
                 return
             try:
-                cursor = self._db.execute(
-                    "UPDATE alerts SET state = ?, updated_ts = ? WHERE id = ?",
-                    (state, now, alert_id),
-                )
+                # A finished alert keeps a compact record, in the same (one fsync) commit.
+                final = state in alert_log.FINAL_STATES
+                compact = alert_log.compacted(self._db, alert_id) if final else None
+                if compact is None:
+                    cursor = self._db.execute(
+                        "UPDATE alerts SET state = ?, updated_ts = ? WHERE id = ?",
+                        (state, now, alert_id),
+                    )
+                else:
+                    cursor = self._db.execute(
+                        "UPDATE alerts SET state = ?, updated_ts = ?, record = ? WHERE id = ?",
+                        (state, now, compact, alert_id),
+                    )
             except sqlite3.Error as exc:
                 log.error("%s: cannot update alert %r: %s", self.path, alert_id, exc)
                 return
@@ -1108,6 +1151,7 @@ class Store:
                 if now - self._age_checked >= AGE_CHECK_S:
                     self._age_checked = now
                     self._expire_old()
+                    self._transaction(self._trim_alert_log)
                 self._fit_size()
             except sqlite3.Error as exc:
                 log.error("%s: the storage budget could not run: %s", self.path, exc)
@@ -1169,7 +1213,10 @@ class Store:
             used = self._used_bytes()
             if used <= self._max_bytes:
                 self._budget_warned = False
+                alert_log.give_back_free_pages(self._db)
                 return
+            if self._transaction(self._trim_alert_log):
+                continue
             excess = used - int(self._max_bytes * SENT_LOW_WATER)
             sent = functools.partial(self._delete_sent, excess // MIN_ROW_BYTES + 1, self._last_seq)
             if self._transaction(sent):
@@ -1185,6 +1232,34 @@ class Store:
                     )
                     self._budget_warned = True
                 return
+
+    def _trim_alert_log(self) -> int:
+        """Inside a transaction: compact finished alerts, then the registered trims (ancient
+        alert-log entries, old answers: gateway/alert_log.py, gateway/answered.py).
+
+        Returns 0 (nothing for the seq ranges to record): only alert-log rows change.
+        """
+        before = self._used_bytes()
+        alert_log.compact_finished(self._db)
+        for trim in self._trimmers:
+            trim(self._db)
+        return int(self._used_bytes() < before)
+
+    def add_trimmer(self, trim: Callable[[sqlite3.Connection], object]) -> None:
+        """Call `trim(db)` inside the budget's transaction when the file is over ``max_mb``
+        (and hourly), for a module that keeps a table of its own (gateway/answered.py)."""
+        self._trimmers.append(trim)
+
+    def run_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the writer connection under the store's lock; sqlite3.Error passes on.
+
+        For the modules that keep a table of their own in this file (gateway/answered.py,
+        gateway/alert_log.py). Statements commit one by one unless `work` opens a transaction.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.path}: the store is closed")
+            return work(self._db)
 
     def _drop_to_fit(self, target: int) -> int:
         """Inside a transaction: drop the oldest unsent readings in steps until `target` holds."""

@@ -26,6 +26,7 @@ Layout (version 1):
 ``alerts``
     The alert log: each accepted alert id once (de-duplication survives restarts), its
     broadcast state and the record the alerts module needs to resume it after a power cut.
+    A finished alert keeps only a compact record (gateway/alert_log.py).
 
 Version 2 adds:
 
@@ -33,6 +34,10 @@ Version 2 adds:
     The programme schedules in force (docs/protocol.md §10): per (signing key, schedule id) the
     highest version received and its payload as received, withdrawn ones (no items) included,
     so that an older retained copy cannot bring a schedule back after a restart.
+
+Version 3 adds ``answered``: the verified messages already answered (gateway/answered.py).
+New databases use ``auto_vacuum = INCREMENTAL`` so the storage budget can give freed pages
+back to the file system.
 """
 
 from __future__ import annotations
@@ -90,7 +95,21 @@ CREATE TABLE programmes (
 """
 
 #: Migration N (1-based) brings a database from version N-1 to version N. Append only.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+#: Version 3: the "answered once" log of PROTOCOL.md §6 (gateway/answered.py): one row per
+#: verified message the station answered, by (key, payload SHA-256), with the id it named.
+_V3_ANSWERED = """
+CREATE TABLE answered (
+    key    TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    id     TEXT NOT NULL,
+    ts     INTEGER NOT NULL,
+    PRIMARY KEY (key, sha256)
+) WITHOUT ROWID;
+CREATE INDEX answered_ts ON answered (ts);
+"""
+
+#: Migration N (1-based) brings a database from version N-1 to version N. Append only.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_ANSWERED)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

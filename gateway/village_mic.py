@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 RECORDING_SHARE = 0.1
 
 Receipt = Callable[[str, str, dict[str, Any]], None]
-RecordEvent = Callable[[str, dict[str, Any]], int]
+RecordEvent = Callable[[str, dict[str, Any]], object]
 
 
 class VillageMicrophone:

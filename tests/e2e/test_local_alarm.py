@@ -53,7 +53,8 @@ def test_rule_alarm_plays_through_the_queue_and_yields_to_a_red_alert(rig: Rig) 
     alarm = wait_until(lambda: rig.events("alarm"), 15, "the alarm event")[0]
     assert (alarm["sensor"], alarm["rule"], alarm["level"]) == ("river", RULE, "yellow")
     assert alarm["value"] == pytest.approx(4.2)
-    local_id = f"local:{RULE}:{alarm['seq']}"
+    local_id = alarm["broadcast"]  # the alarm event names its broadcast
+    assert local_id.startswith(f"local:{RULE}:")
     rig.wait_status(local_id, "playing")
     time.sleep(0.4)
     red = rig.alert(clip="red", level="red", repeat=1)

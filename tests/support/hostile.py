@@ -28,8 +28,10 @@ line breaks (a forged log line) and 5,000 characters; they must end as plain ``u
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +40,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.alert_model import alert_to_json
+from gateway.alert_model import InlineAudio, alert_to_json
+from gateway.cap import build_cap
 from gateway.envelope import max_raw_size, seal
 from tests.support.station import AREA, STATION_ID, Centre, station_topic, topic
 
@@ -128,6 +131,8 @@ class HostileDownlink:
             "alert_for_other_station": self._alert_for_other_station,
             "reserved_reference": self._reserved_reference,
         }
+        self.families.update(self._bounds_families())
+        self._answered: list[Hostile] = []  # answered messages: material for replays
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -145,10 +150,11 @@ class HostileDownlink:
         names = [n for n in self.families if not n.startswith("too_large")]
         for i in range(count):
             if i % huge_every == huge_every - 1:
-                name = self.rng.choice(["too_large_raw", "too_large_payload"])
+                name = self.rng.choice([n for n in self.families if n.startswith("too_large")])
             else:
                 name = self.rng.choice(names)
             out.append(self.families[name]())
+            self._remember_answered(out[-1])
         for _ in range(min(giants, count)):
             size = self.rng.randint(4, 8) * 1024 * 1024
             giant = Hostile(
@@ -485,6 +491,83 @@ class HostileDownlink:
         return Hostile(
             "replayed_command", STATION_CMD, self.rng.choice(self.answered_commands), "silent"
         )
+
+    # -- issue 12: bounded under hostile traffic -------------------------------------------
+
+    def _bounds_families(self) -> dict[str, Callable[[], Hostile]]:
+        """Replays of answered messages, oversize CAP audio, undecodable CAP encodings,
+        duplicate payload keys, unbounded references and out-of-range resends."""
+        return {
+            "replayed_answer": self._replayed_answer,
+            "too_large_cap_audio": self._oversize_cap_audio,  # with the oversized ones
+            "bad_cap_encoding": self._bad_cap_encoding,
+            "duplicate_payload_key": self._duplicate_payload_key,
+            "too_many_references": self._too_many_references,
+            "resend_out_of_range": self._resend_out_of_range,
+        }
+
+    def _remember_answered(self, message: Hostile) -> None:
+        if message.expect.startswith(("receipt:", "response:")) and message.ident is not None:
+            self._answered.append(message)
+
+    def _replayed_answer(self) -> Hostile:
+        """An identical copy of a message already answered: answered once (§6), so silent.
+
+        Its original's check (exactly one receipt or response) fails if the copy got one.
+        """
+        if not self._answered:
+            return self._expired()
+        original = self.rng.choice(self._answered)
+        return Hostile("replayed_answer", original.topic, original.payload, "silent")
+
+    def _oversize_cap_audio(self) -> Hostile:
+        """A signed CAP alert whose inline WAV takes it past ``security.max_payload_bytes``."""
+        # 16-bit mono: 0.8 of the limit as WAV, a little past it once base64 in the CAP text
+        # (the link's own families send the 40 MiB ones).
+        frames = int(self.max_payload * 0.4)
+        wav = io.BytesIO()
+        with wave.open(wav, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(22050)
+            out.writeframes(self.rng.randbytes(2 * frames))
+        alert = self.centre.alert(
+            clip=None, audio=InlineAudio(data=wav.getvalue()), id=self._id("hostile")
+        )
+        return self._event(
+            "oversize_cap_audio", self._trusted(build_cap(alert), "cap"), "too_large"
+        )
+
+    def _bad_cap_encoding(self) -> Hostile:
+        """A signed CAP alert declaring an encoding outside the allow-list: bad_payload."""
+        encoding = self.rng.choice(
+            ["hex", "base64", "rot13", "punycode", "unicode_escape", "utf-7"]
+        )
+        alert = self.centre.alert(clip=None, text="测试", level="red", id=self._id("hostile"))
+        document = build_cap(alert).replace(b"encoding='utf-8'", f"encoding='{encoding}'".encode())
+        raw = self._trusted(document, "cap")
+        expect = "receipt:rejected:bad_payload"
+        return Hostile("bad_cap_encoding", self._area_topic(), raw, expect, alert.id)
+
+    def _duplicate_payload_key(self) -> Hostile:
+        alert_id, payload = self._alert()
+        text = payload.decode()
+        spoiled = text.replace('"level": "red"', '"level": "blue", "level": "red"', 1)
+        expect = "receipt:rejected:bad_payload"
+        raw = self._trusted(spoiled.encode())
+        return Hostile("duplicate_payload_key", self._area_topic(), raw, expect, alert_id)
+
+    def _too_many_references(self) -> Hostile:
+        refs = [f"old-{n}" for n in range(self.rng.randint(101, 3000))]
+        return self._receipt(
+            "too_many_references", "rejected", "bad_payload", msg_type="update", references=refs
+        )
+
+    def _resend_out_of_range(self) -> Hostile:
+        span = self.rng.choice([(1, 2**63), (2**64, 2**64 + 5), (-5, 3), (2**70, 2**70)])
+        raw = self.centre.seal_command("resend", {"from_seq": span[0], "to_seq": span[1]})
+        command_id = json.loads(base64.b64decode(json.loads(raw)["payload"]))["id"]
+        return Hostile("resend_out_of_range", STATION_CMD, raw, "response:bad_payload", command_id)
 
 
 def surrogate_key_envelope(key: str = "\\ud800") -> bytes:

@@ -60,8 +60,8 @@ def test_events_are_committed_at_once_and_seq_is_shared(tmp_path: Path) -> None:
     store = new_store(db, commit_interval_s=30)
     try:
         add_readings(store, 3)
-        seq = store.add_event("sensor_fault", {"sensor": "river", "reason": "no_data"})
-        receipt = store.add_receipt("a-1", "received", {})
+        seq = store.add_event("sensor_fault", {"sensor": "river", "reason": "no_data"}).seq
+        receipt = store.add_receipt("a-1", "received", {}).seq
         # the event commits the readings buffered before it, so seq follows arrival order
         assert (seq, receipt) == (4, 5)
         assert committed(db) == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 2)]
@@ -79,7 +79,7 @@ def test_seq_is_never_reused_after_the_newest_rows_are_deleted(tmp_path: Path) -
     raw.commit()
     raw.close()
     with new_store(db) as store:
-        assert store.add_event("started", {"version": "t", "config_hash": "x"}) == 11
+        assert store.add_event("started", {"version": "t", "config_hash": "x"}).seq == 11
 
 
 def test_records_render_as_protocol_objects(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_budget_deletes_sent_records_first_then_reports_unsent_ones(tmp_path: Pa
         add_readings(store, 20_000)
         store.flush()
         store.mark_sent([(1, 20_000)])
-        keep = store.add_event("sensor_fault", {"sensor": "river", "reason": "no_data"})
+        keep = store.add_event("sensor_fault", {"sensor": "river", "reason": "no_data"}).seq
         add_readings(store, 60_000, start_value=100)
         store.flush()
         store.enforce_budget()
@@ -252,7 +252,7 @@ def test_budget_expires_old_records_but_not_those_from_an_unset_clock(tmp_path: 
             store.add_reading(
                 "river", "water_level_m", 2.0, now - 40 * DAY_MS + i, ("clock_unsynced",)
             )
-        old_event = store.add_event("sensor_ok", {"sensor": "river"}, ts=now - 40 * DAY_MS)
+        old_event = store.add_event("sensor_ok", {"sensor": "river"}, ts=now - 40 * DAY_MS).seq
         store.mark_sent([(1, 3)])
         add_readings(store, 5)
         store.flush()
@@ -279,10 +279,10 @@ def test_a_full_disk_keeps_the_service_running_and_loses_nothing_committed_later
         with store._lock:  # SQLite's own limit makes every write fail with SQLITE_FULL
             store._db.execute(f"PRAGMA max_page_count = {pages}")
         add_readings(store, 5_000, start_value=10)
-        assert store.add_event("broadcast_fault", {"reason": "audio_device"}) == 0
+        assert store.add_event("broadcast_fault", {"reason": "audio_device"}).held
         time.sleep(0.3)
         assert store.write_error == "disk full"
-        assert store.add_receipt("a-9", "received", {}) == 0
+        assert store.add_receipt("a-9", "received", {}).held
         with store._lock:
             store._db.execute("PRAGMA max_page_count = 1073741823")
         time.sleep(0.3)

@@ -23,14 +23,14 @@ def test_an_event_with_a_lone_surrogate_is_stored_and_loses_no_reading(tmp_path:
     store = open_store(tmp_path / "g.db")
     for i in range(3):
         store.add_reading("co-1", "co_ppm", float(i), 1_767_225_600_000 + i)
-    seq = store.add_event("downlink_rejected", {"reason": "unknown_key", "key": "\ud800x"})
+    seq = store.add_event("downlink_rejected", {"reason": "unknown_key", "key": "\ud800x"}).seq
     store.close()
     store = open_store(tmp_path / "g.db")
     try:
         records = [json.loads(r.json) for r in store.records(1, store.last_seq)]
     finally:
         store.close()
-    assert seq > 0
+    assert seq is not None and seq > 0
     assert [r["v"] for r in records if r.get("q") == "co_ppm"] == [0.0, 1.0, 2.0]
     (event,) = [r for r in records if r.get("type") == "downlink_rejected"]
     assert event["key"] == "\ud800x"  # kept, as a JSON escape

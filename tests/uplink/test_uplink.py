@@ -39,7 +39,7 @@ def test_ten_thousand_readings_taken_while_the_broker_is_down_all_arrive(tmp_pat
             add_readings(station.store, 6_000)
             fault = station.store.add_event(
                 "sensor_fault", {"sensor": "river", "reason": "no_data"}
-            )
+            ).seq
             add_readings(station.store, 4_000, start_value=6)
             station.store.flush()
             await asyncio.sleep(0.5)
