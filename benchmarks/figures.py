@@ -209,14 +209,13 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "alert_cpu_ms",
-        "station CPU per alert (red, siren), publish → `playing` receipt at the centre",
+        "station CPU time per alert (red, siren), publish → first sound",
         "≤ 5 ms",
         "ms",
         "—",
         at_most(5),
         2,
-        "utime + stime of /proc/<pid>/stat, all threads; an upper bound of the CPU to the "
-        "first sound (benchmarks/fleet.py)",
+        "utime + stime of /proc/<pid>/stat, all threads (benchmarks/fleet.py)",
     ),
     Figure(
         "fleet_playing_p50_s",

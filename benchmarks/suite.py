@@ -262,7 +262,7 @@ def details(sections: dict[str, dict[str, Any]]) -> str:
         for key, values in extra.items():
             spread = Spread.of([float(v) for v in values])
             lines.append(
-                f"  {name:8} {key:34} {spread.median:14,.3f}  "
+                f"  {name:8} {key:44} {spread.median:14,.3f}  "
                 f"({spread.low:,.3f}–{spread.high:,.3f}, {len(values)})"
             )
     return "\n".join(lines)

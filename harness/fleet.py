@@ -2,43 +2,30 @@
 
 Why this module exists: what a county centre cares about is every village speaking at once.
 `Fleet` starts N real stations (``python -m gateway run``, null ALSA device, mock pins, their
-logs in files) in one town, all trusting one centre key, on one broker; `FleetCentre` is the
-centre: it signs and publishes a town-wide alert and notes, per station, when each receipt
-arrived and how much CPU the station had used by then (``utime + stime`` of /proc/<pid>/stat,
-all threads). From those come the fleet figures of docs/performance.md: publish → `playing`
+logs in files) in one town, all trusting one centre key, on one broker; the centre
+(harness/centre.py) signs and publishes a town-wide alert and notes, per station, when each
+receipt arrived and how much CPU the station had used by then. From those come the fleet figures of docs/performance.md: publish → `playing`
 p50/p99/max, CPU per alert to first sound, and (with harness/broker.py) all online after a
 broker restart and the busiest 100 ms window of reconnects.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.alert_model import Alert, alert_to_json
-from gateway.envelope import seal
-from gateway.keys import public_key_b64
 from harness.broker import Broker, busiest_window
+from harness.centre import AREA, KEY_NAME, PREFIX, Arrival, FleetCentre, cpu_s, run_ns
+
+__all__ = ["AREA", "PREFIX", "Fleet", "FleetCentre", "FleetStation", "percentile"]
 
 ROOT = Path(__file__).resolve().parents[1]
-AREA = "371581001201"
-PREFIX = "cx/v1"
-KEY_NAME = "fleet-centre"
-TICKS = os.sysconf("SC_CLK_TCK")
 NULL_ALSA = "pcm.!default { type null }\n"
 
 
@@ -46,28 +33,11 @@ def station_id(n: int) -> str:
     return f"fleet-{n:04d}"
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of `pid`, all its threads (0 once it is gone)."""
+def _size(path: Path) -> int:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def run_ns(pid: int) -> int:
-    """Nanoseconds on a CPU of `pid`'s live threads (/proc/<pid>/task/*/schedstat)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        return path.stat().st_size
     except OSError:
         return 0
-    for task in tasks:
-        try:
-            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,11 +46,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def station_config(folder: Path, port: int, n: int, public_b64: str, extra: str = "") -> Path:
-    """The config of fleet station `n`: defaults except loopback, no sensors, no TTS, no warm-up."""
+def station_config(
+    folder: Path, port: int, n: int, public_b64: str, extra: str = "", capture: bool = False
+) -> Path:
+    """The config of fleet station `n`: defaults except loopback, no sensors, no TTS, no warm-up.
+
+    Its sound goes to a null ALSA device; with `capture`, through ALSA's ``file`` plugin into
+    ``sound.raw`` beside the config, so the first sound can be seen from outside.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "clips").mkdir(exist_ok=True)
-    (folder / "asound.conf").write_text(NULL_ALSA)
+    alsa = NULL_ALSA
+    if capture:
+        target = folder / "sound.raw"
+        alsa = (
+            "pcm.null { type null }\n"
+            f'pcm.!default {{ type file slave.pcm "null" file "{target}" format "raw" }}\n'
+        )
+    (folder / "asound.conf").write_text(alsa)
     text = f"""
 [station]
 id = "{station_id(n)}"
@@ -172,140 +155,6 @@ class FleetStation:
 
 
 @dataclass
-class Arrival:
-    """A receipt at the centre: when it came and the station's CPU time then."""
-
-    at: float
-    cpu_s: float
-    run_ns: int
-
-
-@dataclass
-class Tracked:
-    """An alert the centre published: when, and the CPU of every station just before."""
-
-    id: str
-    published_at: float
-    cpu_before: dict[str, float] = field(default_factory=dict)
-    ns_before: dict[str, int] = field(default_factory=dict)
-    receipts: dict[tuple[str, str], Arrival] = field(default_factory=dict)  # (station, status)
-
-
-class FleetCentre:
-    """The county centre: signs and publishes alerts, collects receipts and station states."""
-
-    def __init__(self, port: int, pids: dict[str, int] | None = None) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.pids = pids if pids is not None else {}
-        self._cond = threading.Condition()
-        self.alerts: dict[str, Tracked] = {}
-        self.online: dict[str, bool] = {}
-        self.online_at: dict[str, float] = {}
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"centre-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
-        )
-        self.client.reconnect_delay_set(min_delay=0.01, max_delay=0.05)  # type: ignore[arg-type]
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise TimeoutError(f"the centre could not subscribe on port {port}")
-
-    @property
-    def public_b64(self) -> str:
-        return public_key_b64(self.key)
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe([(f"{PREFIX}/station/+/receipt", 1), (f"{PREFIX}/station/+/state", 1)])
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        now = time.monotonic()
-        station = msg.topic.split("/")[-2]
-        try:
-            doc = json.loads(msg.payload)
-        except ValueError:
-            return
-        with self._cond:
-            if msg.topic.endswith("/state"):
-                online = bool(doc.get("online"))
-                if online and not self.online.get(station):
-                    self.online_at[station] = now
-                self.online[station] = online
-            else:
-                tracked = self.alerts.get(str(doc.get("alert")))
-                key = (station, str(doc.get("status")))
-                if tracked is not None and key not in tracked.receipts:
-                    pid = self.pids.get(station)
-                    cpu, ns = (cpu_s(pid), run_ns(pid)) if pid else (0.0, 0)
-                    tracked.receipts[key] = Arrival(now, cpu, ns)
-            self._cond.notify_all()
-
-    def alert(self, *, level: str = "red", tone: str = "siren", **fields: Any) -> bytes:
-        """A sealed town-wide alert, sent now, expiring in an hour; its id is in `last_id`."""
-        now = datetime.now(UTC)
-        base: dict[str, Any] = {
-            "id": f"fleet-{uuid.uuid4().hex[:12]}",
-            "sender": "临清市应急管理局",
-            "sent": now,
-            "expires": now + timedelta(hours=1),
-            "msg_type": "alert",
-            "status": "actual",
-            "references": [],
-            "level": level,
-            "event": "flood",
-            "areas": [AREA[:9]],
-            "text": "",
-            "tone": tone,
-            "repeat": 1,
-        }
-        base.update(fields)
-        alert = Alert.model_validate(base, strict=False)
-        self.last_id = alert.id
-        return seal(alert_to_json(alert), "alert", KEY_NAME, self.key)
-
-    def publish(self, raw: bytes, alert_id: str) -> Tracked:
-        """Publish a sealed alert to the town's topic; CPU of every station read just before."""
-        tracked = Tracked(alert_id, 0.0)
-        for station, pid in self.pids.items():
-            tracked.cpu_before[station] = cpu_s(pid)
-            tracked.ns_before[station] = run_ns(pid)
-        with self._cond:
-            self.alerts[alert_id] = tracked
-        tracked.published_at = time.monotonic()
-        self.client.publish(f"{PREFIX}/alert/{AREA[:9]}", raw, qos=1)
-        return tracked
-
-    def wait(self, check: Any, timeout: float) -> bool:
-        """Until `check()` (called under the lock) is true or `timeout` s passed."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not check():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.5))
-        return True
-
-    def count(self, tracked: Tracked, status: str) -> int:
-        return sum(1 for _, s in tracked.receipts if s == status)
-
-    def all_online(self, stations: list[str]) -> bool:
-        return all(self.online.get(s) for s in stations)
-
-    def close(self) -> None:
-        try:
-            self.client.disconnect()
-        finally:
-            self.client.loop_stop()
-
-
-@dataclass
 class AlertResult:
     """One town-wide alert across the fleet."""
 
@@ -314,20 +163,26 @@ class AlertResult:
     cpu_ms: list[float]  # station CPU (stat) from just before publish to its `playing`
     run_ms: list[float]  # the same from schedstat (ns, live threads)
     missing: list[str]  # stations that sent no `playing` in time
+    sound_ms: list[float] = field(default_factory=list)  # publish → first bytes captured
+    sound_cpu_ms: list[float] = field(default_factory=list)  # station CPU (stat) by then
+    sound_run_ms: list[float] = field(default_factory=list)  # the same from schedstat
 
 
 class Fleet:
     """N stations in one town on the broker at `port`, and the centre watching them."""
 
-    def __init__(self, folder: Path, port: int, count: int, extra_config: str = "") -> None:
+    def __init__(
+        self, folder: Path, port: int, count: int, extra_config: str = "", capture: bool = False
+    ) -> None:
         self.folder = folder
+        self.capture = capture
         self.port = port
         self.stations: list[FleetStation] = []
         self.start_s = 0.0
         self.centre = FleetCentre(port)
         for n in range(count):
             config = station_config(
-                folder / station_id(n), port, n, self.centre.public_b64, extra_config
+                folder / station_id(n), port, n, self.centre.public_b64, extra_config, capture
             )
             self.stations.append(FleetStation(n, config))
 
@@ -363,9 +218,21 @@ class Fleet:
         """One red siren alert to the whole town; per station publish → `playing` and CPU."""
         centre = self.centre
         raw = centre.alert()
+        sounds: dict[str, Arrival] = {}
+        done = threading.Event()
+        watcher = None
+        if self.capture:
+            watcher = threading.Thread(target=self._watch_sound, args=(sounds, done), daemon=True)
+            watcher.start()
         tracked = centre.publish(raw, centre.last_id)
         n = len(self.stations)
         centre.wait(lambda: centre.count(tracked, "playing") >= n, timeout)
+        if watcher is not None:
+            deadline = time.monotonic() + 5.0
+            while len(sounds) < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            done.set()
+            watcher.join(5)
         if wait_played:
             centre.wait(lambda: centre.count(tracked, "played") >= n, timeout)
         with centre._cond:
@@ -374,7 +241,22 @@ class Fleet:
         cpu = [(a.cpu_s - tracked.cpu_before[s]) * 1000 for s, a in arrivals.items()]
         run = [(a.run_ns - tracked.ns_before[s]) / 1e6 for s, a in arrivals.items()]
         missing = [s for s in self.ids if s not in arrivals]
-        return AlertResult(n, playing, cpu, run, missing)
+        result = AlertResult(n, playing, cpu, run, missing)
+        for s, a in sounds.items():
+            result.sound_ms.append((a.at - tracked.published_at) * 1000)
+            result.sound_cpu_ms.append((a.cpu_s - tracked.cpu_before[s]) * 1000)
+            result.sound_run_ms.append((a.run_ns - tracked.ns_before[s]) / 1e6)
+        return result
+
+    def _watch_sound(self, sounds: dict[str, Arrival], done: threading.Event) -> None:
+        """Poll every station's capture file; note the time and its CPU when it first grows."""
+        files = {s.id: (s.config.parent / "sound.raw", s.pid) for s in self.stations}
+        sizes = {sid: _size(path) for sid, (path, _) in files.items()}
+        while not done.is_set() and len(sounds) < len(files):
+            for sid, (path, pid) in files.items():
+                if sid not in sounds and _size(path) > sizes[sid]:
+                    sounds[sid] = Arrival(time.monotonic(), cpu_s(pid), run_ns(pid))
+            time.sleep(0.0005)
 
     def idle_cpu_ms_per_s(self, seconds: float) -> float:
         """Mean CPU per station per second of wall time while nothing happens (ms/s)."""
