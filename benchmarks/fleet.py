@@ -77,7 +77,9 @@ def alert_cpu(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
             try:
                 idle = fleet.idle_cpu_ms_per_s(3.0)
                 got: dict[str, list[float]] = {key: [] for key in keys}
-                for _ in range(sizes.cpu_alerts):
+                for number in range(sizes.cpu_alerts):
+                    if number:
+                        time.sleep(0.5)
                     r = fleet.town_alert()
                     if r.missing or len(r.sound_ms) < r.stations:
                         raise RuntimeError(f"not every station played: {r.missing}")
@@ -86,7 +88,6 @@ def alert_cpu(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
                     got["playing"] += _less_idle(r.cpu_ms, r.playing_ms, idle)
                     got["playing_schedstat"] += _less_idle(r.run_ms, r.playing_ms, idle)
                     got["sound_ms"] += r.sound_ms
-                    time.sleep(0.5)
             finally:
                 fleet.close()
         for key in keys[:-1]:
@@ -124,7 +125,9 @@ def fleet_figures(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
         fleet = _start(workdir / "fleet", broker, n)
         try:
             section["fleet_start_s"] = [fleet.start_s]
-            for _ in range(sizes.fleet_alerts):
+            for number in range(sizes.fleet_alerts):
+                if number:
+                    time.sleep(2.0)
                 result = fleet.town_alert(timeout=120)
                 seconds = [ms / 1000 for ms in result.playing_ms]
                 missing.append(len(result.missing))
@@ -133,8 +136,9 @@ def fleet_figures(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
                     p99.append(percentile(seconds, 99))
                     high.append(max(seconds))
                     cpu.append(statistics.fmean(result.cpu_ms))
-                time.sleep(2.0)
-            for _ in range(sizes.restarts):
+            for number in range(sizes.restarts):
+                if number:
+                    time.sleep(5.0)
                 spread = restart_broker(fleet, broker, timeout=120)
                 if spread.all_back_s is not None:
                     back.append(spread.all_back_s)
@@ -142,7 +146,6 @@ def fleet_figures(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
                     median_back.append(spread.median_back_s)
                 window.append(100 * spread.busiest_100ms / n)
                 window_count.append(spread.busiest_100ms)
-                time.sleep(5.0)
         finally:
             fleet.close()
     loop = crash_loop(workdir / "crashloop", sizes.kills)
