@@ -4,8 +4,8 @@ Why this module exists: the per-alert CPU figure (benchmarks/fleet.py) is one nu
 whole process; cutting it needs to know which thread spends it. This runs one `cunxiang run`
 (harness/fleet.py) and, for each of `--alerts` red siren alerts, reads every thread's
 nanoseconds on a CPU (/proc/<pid>/task/<tid>/schedstat) just before the publish, at the first
-sound (the first bytes in its ALSA file capture) and when the `playing` receipt reaches the
-centre. Thread names come from ``py-spy dump`` when py-spy is installed.
+sound (the first bytes in its ALSA file capture), when the `playing` receipt reaches the
+centre (all threads) and when the `played` one does. Thread names come from ``py-spy dump`` when py-spy is installed.
 
     python -m benchmarks.alert_threads [--alerts 20]
     python -m benchmarks.alert_threads --steps     # the intake's steps in-process, CPU each
@@ -67,6 +67,7 @@ def measure(alerts: int) -> str:
                 sound = folder / station.id / "sound.raw"
                 to_sound: collections.Counter[str] = collections.Counter()
                 to_playing: collections.Counter[str] = collections.Counter()
+                to_played: collections.Counter[str] = collections.Counter()
                 for _ in range(alerts):
                     size = sound.stat().st_size if sound.exists() else 0
                     before = thread_ns(station.pid)
@@ -84,6 +85,9 @@ def measure(alerts: int) -> str:
                     watcher.start()
                     result = fleet.town_alert()
                     watcher.join(10)
+                    at_played = thread_ns(station.pid)  # town_alert waits for `played`
+                    for tid, ns in at_played.items():
+                        to_played[names.get(tid, tid)] += ns - at_sound.get(tid, ns)
                     for tid, ns in at_sound.items():
                         to_sound[names.get(tid, tid)] += ns - before.get(tid, 0)
                     to_playing["(all threads, schedstat)"] += int(result.run_ms[0] * 1e6)
@@ -98,6 +102,9 @@ def measure(alerts: int) -> str:
     lines.append(f"  {'total':28} {sum(to_sound.values()) / alerts / 1e6:7.3f}")
     total = to_playing["(all threads, schedstat)"]
     lines.append(f"to the `playing` receipt at the centre: {total / alerts / 1e6:7.3f}")
+    lines.append("from the first sound to the `played` receipt (the siren playing):")
+    for name, ns in to_played.most_common():
+        lines.append(f"  {name:28} {ns / alerts / 1e6:7.3f}")
     return "\n".join(lines)
 
 

@@ -73,6 +73,7 @@ clock = "synced"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+allow_plaintext = true
 
 [storage]
 path = "station.db"
@@ -197,8 +198,12 @@ class Fleet:
             station.start()
             time.sleep(stagger_s)
         self.centre.pids.update({s.id: s.pid for s in self.stations})
-        if not self.centre.wait(lambda: self.centre.all_online(self.ids), timeout):
-            raise TimeoutError(f"not all stations online within {timeout} s: {self._offline()}")
+
+        def settled() -> bool:
+            return self.centre.all_online(self.ids) or any(not s.running() for s in self.stations)
+
+        if not self.centre.wait(settled, timeout) or not self.centre.all_online(self.ids):
+            raise RuntimeError(f"not all stations online within {timeout} s: {self._offline()}")
         self.start_s = time.monotonic() - began
         return self.start_s
 
