@@ -8,6 +8,7 @@ profiled code runs unmodified) and prints the functions that took the samples:
     python -m benchmarks.profile ingest [--readings 1000000]   # benchmarks/ingest.py
     python -m benchmarks.profile drain [--readings 1000000]    # cunxiang run draining a backlog
     python -m benchmarks.profile idle [--seconds 60]           # cunxiang run, 10 sensors at 1 Hz
+    python -m benchmarks.profile alert [--alerts 40]           # cunxiang run, red siren alerts
 
 Only samples where a thread was running are counted (py-spy leaves idle threads out), so the
 percentages are shares of the CPU time the process used, by thread, by function (self time)
@@ -30,15 +31,17 @@ from pathlib import Path
 
 from benchmarks import drain
 from benchmarks.rig import ROOT, Centre, Service, simulated_sensors, write_config
+from harness.broker import Broker
+from harness.fleet import Fleet
 from tests.support.mosquitto import Mosquitto
 
 _LOCATION = re.compile(r" \((.*):\d+\)$")
 
 
-def _spy(target: list[str], out: Path) -> subprocess.Popen[bytes]:
+def _spy(target: list[str], out: Path, rate: int = 250) -> subprocess.Popen[bytes]:
     command = ["py-spy", "record", "--format", "raw", "--threads", "--nonblocking"]
     return subprocess.Popen(
-        [*command, "--rate", "250", "--output", str(out), *target],
+        [*command, "--rate", str(rate), "--output", str(out), *target],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -71,7 +74,7 @@ def summarise(raw: Path, top: int = 15) -> str:
         self_time[names[-1]] += samples
         for name in set(names):
             inclusive[name] += samples
-    lines = [f"{total} samples (250 Hz) while a thread ran"]
+    lines = [f"{total} samples while a thread ran"]
     for title, counter in (("by thread", threads), ("self", self_time), ("inclusive", inclusive)):
         lines.append(f"-- {title}")
         lines += [f"{n / total * 100:6.1f} %  {name}" for name, n in counter.most_common(top)]
@@ -122,9 +125,32 @@ def profile_idle(folder: Path, seconds: float, out: Path) -> None:
             centre.close()
 
 
+def profile_alert(folder: Path, alerts: int, out: Path) -> None:
+    """One station (harness/fleet.py) takes `alerts` red siren alerts, one at a time, under py-spy.
+
+    Sampled at 1000 Hz, and only the thread holding the GIL (``--gil``: a thread waiting in
+    a pacing sleep or an fsync is not spending the station's CPU on Python): an alert costs
+    milliseconds, so the profile is the sum over many.
+    """
+    with Broker() as broker:
+        fleet = Fleet(folder, broker.port, 1)
+        try:
+            fleet.start()
+            fleet.settle(2.0)
+            pid = fleet.stations[0].pid
+            spy = _spy(["--gil", "--pid", str(pid)], out, rate=1000)
+            time.sleep(1.0)
+            for _ in range(alerts):
+                fleet.town_alert()
+            _stop(spy)
+        finally:
+            fleet.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("path", choices=("ingest", "drain", "idle"))
+    parser.add_argument("path", choices=("ingest", "drain", "idle", "alert"))
+    parser.add_argument("--alerts", type=int, default=40)
     parser.add_argument("--readings", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
@@ -140,6 +166,8 @@ def main() -> None:
             profile_ingest(folder, args.readings, out)
         elif args.path == "drain":
             profile_drain(folder, args.readings, out)
+        elif args.path == "alert":
+            profile_alert(folder, args.alerts, out)
         else:
             profile_idle(folder, args.seconds, out)
         print(summarise(out))

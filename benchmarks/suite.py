@@ -8,13 +8,16 @@ column of the design, and writes the same as JSON under benchmarks/results/ (git
     python -m benchmarks            # the full suite (about 12 minutes on a 2-core machine)
     python -m benchmarks --quick    # smaller sizes, under 2 minutes, for everyday use
     python -m benchmarks --only drain,service --runs 1
+    python -m benchmarks --quick --fleet 20   # with the fleet figures, 20 stations
 
-Sections: ``alert`` (benchmarks/alert_latency.py), ``gpio`` (benchmarks/gpio_alarm.py),
-``drain`` (ingest, drain, bulk bytes and CPU per reading, RSS while draining:
-benchmarks/drain.py), ``service`` (CPU share, everyday bytes per reading, idle RSS, broker
-outages: benchmarks/service_run.py) and ``live`` (status answers and the export:
-benchmarks/live.py). A section that fails leaves its rows "not measured" with
-the reason, and the suite exits 1; a figure that misses its target does not change the exit
+Sections: ``alert`` (benchmarks/alert_latency.py), ``alertcpu`` (station CPU per alert:
+benchmarks/fleet.py), ``gpio`` (benchmarks/gpio_alarm.py), ``drain`` (ingest, drain, bulk bytes
+and CPU per reading, RSS while draining: benchmarks/drain.py), ``service`` (CPU share, everyday
+bytes per reading, idle RSS, broker outages: benchmarks/service_run.py), ``live`` (status
+answers and the export: benchmarks/live.py) and ``fleet`` (``--fleet N`` stations on one
+broker: one alert, a broker restart, a crash loop; benchmarks/fleet.py; on by default with 100
+stations in the full run, off in ``--quick``). A section that fails leaves its rows "not
+measured" with the reason, and the suite exits 1; a figure that misses its target does not change the exit
 code (machines differ — the table says it).
 """
 
@@ -36,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import alert_figure, drain, gpio_alarm, live, machine, service_run
+from benchmarks import alert_figure, drain, fleet, gpio_alarm, live, machine, service_run
 from benchmarks.figures import FIGURES, Figure
 from benchmarks.rig import ROOT
 from benchmarks.stats import Spread, percentile
@@ -45,7 +48,12 @@ from tests.support.mosquitto import Mosquitto
 RESULTS = ROOT / "benchmarks" / "results"
 #: Compiled bytecode for every process of the suite, outside the source tree.
 PYCACHE = RESULTS / "pycache"
-SECTIONS = ("alert", "gpio", "drain", "service", "live")
+SECTIONS = ("alert", "alertcpu", "gpio", "drain", "service", "live", "fleet")
+#: Sections sized by benchmarks/fleet.py's FleetSizes (``--fleet N``) rather than Sizes.
+FLEET_RUNNERS: dict[str, Callable[[Path, fleet.FleetSizes], dict[str, Any]]] = {
+    "alertcpu": fleet.alert_cpu,
+    "fleet": fleet.fleet_figures,
+}
 
 
 @dataclass(frozen=True)
@@ -164,13 +172,21 @@ FIGURE_SECTION = {
     "export_s": "live",
     "export_rss_growth_mb": "live",
     "status_answer_p99_ms": "live",
+    "alert_cpu_ms": "alertcpu",
+    "fleet_playing_p50_s": "fleet",
+    "fleet_playing_p99_s": "fleet",
+    "fleet_playing_max_s": "fleet",
+    "fleet_all_back_s": "fleet",
+    "fleet_busiest_window_pct": "fleet",
+    "crashloop_dup_per_record": "fleet",
 }
 
 
 def row(figure: Figure, sizes: Sizes, section: dict[str, Any] | None) -> dict[str, Any]:
     """One figure's entry of the JSON: label, target, median, spread, pass, the rival's figure."""
+    label_args = {"fleet": "N", "kills": "N", **(section or {}).get("label_args", {})}
     label = figure.label.format(
-        readings=sizes.readings, outage_s=sizes.outage_s, window_s=sizes.window_s
+        readings=sizes.readings, outage_s=sizes.outage_s, window_s=sizes.window_s, **label_args
     )
     entry: dict[str, Any] = {
         "key": figure.key,
@@ -246,7 +262,7 @@ def details(sections: dict[str, dict[str, Any]]) -> str:
         for key, values in extra.items():
             spread = Spread.of([float(v) for v in values])
             lines.append(
-                f"  {name:8} {key:34} {spread.median:14,.3f}  "
+                f"  {name:8} {key:44} {spread.median:14,.3f}  "
                 f"({spread.low:,.3f}–{spread.high:,.3f}, {len(values)})"
             )
     return "\n".join(lines)
@@ -269,8 +285,15 @@ def as_installed() -> None:
     subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=ROOT, check=True, timeout=300)
 
 
-def run(mode: str, sizes: Sizes, only: tuple[str, ...], workdir: Path) -> dict[str, Any]:
+def run(
+    mode: str,
+    sizes: Sizes,
+    only: tuple[str, ...],
+    workdir: Path,
+    fleet_sizes: fleet.FleetSizes | None = None,
+) -> dict[str, Any]:
     """Run the chosen sections; the whole result document."""
+    fleet_sizes = fleet_sizes or fleet.FLEET_MODES[mode]
     started = time.monotonic()
     described = machine.describe(workdir)
     as_installed()
@@ -279,7 +302,10 @@ def run(mode: str, sizes: Sizes, only: tuple[str, ...], workdir: Path) -> dict[s
     for name in only:
         print(f"[{time.monotonic() - started:6.1f} s] {name} …", file=sys.stderr, flush=True)
         try:
-            sections[name] = SECTION_RUNNERS[name](workdir, sizes)
+            if name in FLEET_RUNNERS:
+                sections[name] = FLEET_RUNNERS[name](workdir, fleet_sizes)
+            else:
+                sections[name] = SECTION_RUNNERS[name](workdir, sizes)
         except Exception as exc:
             traceback.print_exc()
             errors[name] = f"not measured: {type(exc).__name__}: {exc}"[:500]
@@ -297,6 +323,7 @@ def run(mode: str, sizes: Sizes, only: tuple[str, ...], workdir: Path) -> dict[s
         "duration_s": round(time.monotonic() - started, 1),
         "machine": {**described, "load_average_at_end": machine.load_average()},
         "sizes": dataclasses.asdict(sizes),
+        "fleet_sizes": dataclasses.asdict(fleet_sizes),
         "figures": rows,
         "sections": sections,
         "errors": errors,
@@ -312,7 +339,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="tiny sizes (the pytest smoke test)")
     parser.add_argument("--runs", type=int, help="runs per figure (overrides the mode's)")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"sections, of {', '.join(SECTIONS)}"
+        "--only", help=f"sections, of {', '.join(SECTIONS)} (default: all; fleet if --fleet)"
+    )
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        metavar="N",
+        help="stations in the fleet section (default: 100 full, off in --quick, 3 in --smoke; "
+        "0 turns it off)",
     )
     parser.add_argument("--json", type=Path, help="write the result here (default: results/)")
     parser.add_argument(
@@ -340,7 +374,16 @@ def _sizes(args: argparse.Namespace) -> tuple[str, Sizes]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     mode, sizes = _sizes(args)
-    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    fleet_sizes = fleet.FLEET_MODES[mode]
+    if args.fleet is not None:
+        fleet_sizes = dataclasses.replace(fleet_sizes, fleet=max(0, args.fleet))
+    if args.runs:
+        fleet_sizes = dataclasses.replace(fleet_sizes, cpu_runs=args.runs)
+    default = [s for s in SECTIONS if s != "fleet" or fleet_sizes.fleet]
+    only = tuple(s.strip() for s in (args.only or ",".join(default)).split(",") if s.strip())
+    if "fleet" in only and not fleet_sizes.fleet:
+        print("the fleet section needs --fleet N (N > 0)", file=sys.stderr)
+        return 2
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         print(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
@@ -350,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="work-", dir=parent))
     try:
-        result = run(mode, sizes, only, workdir)
+        result = run(mode, sizes, only, workdir, fleet_sizes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

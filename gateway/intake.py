@@ -242,7 +242,6 @@ class Intake:
         fields = dict(event)
         type_ = str(fields.pop("type", "downlink_rejected"))
         self.store.add_event(type_, fields)
-        self.uplink.wake()
 
     # -- alerts ------------------------------------------------------------------------------
 
@@ -351,7 +350,12 @@ class Intake:
             "expires_ms": effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
             "silent": alert.status == "test" and not self.config.security.allow_test_sound,
         }
-        if not self.store.remember_alert(entry, record):
+        # The log entry is durable before the sound (a restart resumes it, a replay finds it);
+        # its `received` receipt shares the entry's transaction (docs/performance.md).
+        received = {} if synced else {"clock_unsynced": True}
+        if not self.store.remember_alert(
+            entry, record, received=received, receipt_id=public_id(entry)
+        ):
             log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
             return
         self.floor.accepted(epoch_ms(alert.sent))
@@ -366,7 +370,8 @@ class Intake:
             alert.sender,
             envelope.key,
         )
-        self._entry_receipt(entry, "received", {})
+        self._note_answer(public_id(entry))
+        self._stored(public_id(entry), "received", received)
         self._apply_references(alert, envelope.key)
         if alert.msg_type != "alert" and speech is None:
             self.store.set_alert_state(entry, "played")
@@ -589,23 +594,32 @@ class Intake:
             self._replaced.discard(broadcast_id)
             return
         self.store.set_alert_state(broadcast_id, status)
-        self._entry_receipt(broadcast_id, status, dict(extra))
+        # `queued` rides with the next commit, normally `playing` a moment later: one fsync
+        # less before the first sound (docs/performance.md).
+        self._entry_receipt(broadcast_id, status, dict(extra), defer=status == "queued")
         if status in ("playing", "played", "failed", "interrupted", "cancelled"):
             self.uplink.state_changed()
 
-    def _entry_receipt(self, entry: str, status: str, fields: dict[str, Any]) -> None:
+    def _entry_receipt(
+        self, entry: str, status: str, fields: dict[str, Any], *, defer: bool = False
+    ) -> None:
         """A receipt about an alert-log entry (it names the alert's own id, not the key's)."""
         if entry in self._unsynced_alerts:
             fields["clock_unsynced"] = True
-        self._receipt(public_id(entry), status, fields)
+        self._receipt(public_id(entry), status, fields, defer=defer)
 
-    def _receipt(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
+    def _receipt(
+        self, alert_id: str, status: str, fields: dict[str, Any], *, defer: bool = False
+    ) -> None:
         self._note_answer(alert_id)
-        self.store.add_receipt(alert_id, status, fields)
+        self.store.add_receipt(alert_id, status, fields, defer=defer)  # the store wakes the uplink
+        self._stored(alert_id, status, fields)
+
+    def _stored(self, alert_id: str, status: str, fields: dict[str, Any]) -> None:
+        """Say that a receipt is stored: in the log, and to `on_receipt`."""
         log.info("receipt %s %s %s", alert_id, status, fields or "")
         if self.on_receipt is not None:
             self.on_receipt(alert_id, status, fields)
-        self.uplink.wake()
 
     # -- commands ----------------------------------------------------------------------------
 

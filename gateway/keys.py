@@ -12,9 +12,10 @@ import binascii
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+if TYPE_CHECKING:  # the station only decodes public keys: no cryptography at start (-1 MB RSS)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PUBLIC_KEY_BYTES = 32
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -31,6 +32,8 @@ def _check_name(name: str) -> None:
 
 def public_key_b64(private_key: Ed25519PrivateKey) -> str:
     """The raw public key of `private_key`, base64, as stations configure it."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = private_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -38,6 +41,8 @@ def public_key_b64(private_key: Ed25519PrivateKey) -> str:
 
 
 def _write_private(path: Path, private_key: Ed25519PrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -61,6 +66,8 @@ def generate_keypair(name: str, out_dir: Path) -> tuple[Path, Path, str]:
     for path in (key_path, pub_path):
         if path.exists():
             raise FileExistsError(f"{path} exists; not overwriting a key")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private_key = Ed25519PrivateKey.generate()
     public_b64 = public_key_b64(private_key)
     _write_private(key_path, private_key)
@@ -70,6 +77,9 @@ def generate_keypair(name: str, out_dir: Path) -> tuple[Path, Path, str]:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load a PEM PKCS#8 Ed25519 private key; ValueError if it is anything else."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:

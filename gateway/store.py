@@ -350,6 +350,8 @@ class Store:
         self._lost_in_memory = 0
         self._committing = 0  # readings taken from the buffer by a commit still under way
         self._unsaved_alerts: dict[str, tuple[str, int, int, str]] = {}
+        # Unfinished alert-log states (queued, playing, ...) that ride with the next commit.
+        self._alert_states: dict[str, tuple[str, int]] = {}
         self._pending_runs: list[tuple[int, int]] = []
         self._acked_unsaved = 0  # seqs acknowledged since the acknowledged ranges were saved
         self._pending_drops: dict[str, tuple[int, int, int]] = {}
@@ -615,9 +617,31 @@ class Store:
         return self._stored(_Record(KIND_EVENT, now_ms() if ts is None else ts, body, fault))
 
     def add_receipt(
-        self, alert_id: str, status: str, fields: Mapping[str, object], ts: int | None = None
+        self,
+        alert_id: str,
+        status: str,
+        fields: Mapping[str, object],
+        ts: int | None = None,
+        *,
+        defer: bool = False,
     ) -> Stored:
-        """Commit one alert receipt (PROTOCOL.md §7) now; `Stored` as for `add_event`."""
+        """Commit one alert receipt (PROTOCOL.md §7) now; `Stored` as for `add_event`.
+
+        With `defer` it rides with the next commit instead (the next receipt or event, or the
+        committer's within ``commit_interval_s``), before anything committed later; it has no
+        seq yet (`Stored(None)`): for a step whose receipt may reach the centre a moment later.
+        """
+        record = self._receipt_record(alert_id, status, fields, ts)
+        if defer:
+            with self._lock:
+                self._held.append(record)
+            return Stored(None)
+        return self._stored(record)
+
+    @staticmethod
+    def _receipt_record(
+        alert_id: str, status: str, fields: Mapping[str, object], ts: int | None = None
+    ) -> _Record:
         if (
             not isinstance(alert_id, str)
             or not alert_id
@@ -628,7 +652,7 @@ class Store:
         if "alert" in fields or "status" in fields:
             raise ValueError("the alert id and status are arguments, not fields")
         body = json_members({"alert": alert_id, "status": status, **fields})
-        return self._stored(_Record(KIND_RECEIPT, now_ms() if ts is None else ts, body))
+        return _Record(KIND_RECEIPT, now_ms() if ts is None else ts, body)
 
     def _stored(self, record: _Record) -> Stored:
         seq = self._commit(record)
@@ -656,11 +680,12 @@ class Store:
                 records.append(record)
             state_rows, versions = self._dirty_state(force=force_state)
             alerts = dict(self._unsaved_alerts)
-            if not (rows or channels or records or state_rows or alerts):
+            alert_states = dict(self._alert_states)
+            if not (rows or channels or records or state_rows or alerts or alert_states):
                 self._committing = 0
                 return 0
             try:
-                seq = self._write(rows, channels, records, state_rows, alerts)
+                seq = self._write(rows, channels, records, state_rows, alerts, alert_states)
             except sqlite3.Error as exc:
                 self._write_failed(exc, rows, channels, records)
                 return 0
@@ -674,6 +699,9 @@ class Store:
             finally:
                 self._committing = 0
             self._written(versions, records, alerts)
+            for key, value in alert_states.items():
+                if self._alert_states.get(key) == value:
+                    del self._alert_states[key]
         if rows or records:
             self._notify()
         return seq
@@ -685,6 +713,7 @@ class Store:
         records: list[_Record],
         state_rows: list[tuple[str, str]],
         alerts: dict[str, tuple[str, int, int, str]],
+        alert_states: Mapping[str, tuple[str, int]] | None = None,
     ) -> int:
         db = self._db
         seq = 0
@@ -708,6 +737,11 @@ class Store:
                 db.executemany(
                     "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?)",
                     [(key, *row) for key, row in alerts.items()],
+                )
+            if alert_states:
+                db.executemany(
+                    "UPDATE alerts SET state = ?, updated_ts = ? WHERE id = ?",
+                    [(state, ts, key) for key, (state, ts) in alert_states.items()],
                 )
             last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
             db.execute("COMMIT")
@@ -987,17 +1021,29 @@ class Store:
 
     # --- alert log ------------------------------------------------------------------------------
 
-    def remember_alert(self, alert_id: str, record: Mapping[str, object]) -> bool:
+    def remember_alert(
+        self,
+        alert_id: str,
+        record: Mapping[str, object],
+        received: Mapping[str, object] | None = None,
+        receipt_id: str | None = None,
+    ) -> bool:
         """Log an accepted alert; False if this id was seen before (also before a restart).
 
         Committed before it returns. If the disk is full the alert is kept in memory (and still
-        de-duplicated) until it can be written.
+        de-duplicated) until it can be written. With `received`, the alert's ``received``
+        receipt (PROTOCOL.md §7, these fields, naming `receipt_id` or else `alert_id`) is
+        committed in the same transaction: one fsync on the way to the first sound instead of
+        two (docs/performance.md).
         """
         now = now_ms()
         row = ("received", now, now, json.dumps(record, ensure_ascii=False, separators=(",", ":")))
         with self._lock:
             if alert_id in self._unsaved_alerts:
                 return False
+            if received is not None:
+                receipt = self._receipt_record(receipt_id or alert_id, "received", received)
+                return self._remember_with_receipt(alert_id, row, receipt)
             try:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?)", (alert_id, *row)
@@ -1005,6 +1051,24 @@ class Store:
             except sqlite3.Error as exc:
                 return self._remember_unsaved(alert_id, row, exc)
             return cursor.rowcount == 1
+
+    def _remember_with_receipt(
+        self, alert_id: str, row: tuple[str, int, int, str], receipt: _Record
+    ) -> bool:
+        try:
+            known = self._db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        except sqlite3.Error as exc:
+            if not self._remember_unsaved(alert_id, row, exc):
+                return False
+            self._commit(receipt)
+            return True
+        if known:
+            return False
+        # Written by _commit's transaction (alerts not yet saved go in every commit); if the
+        # disk is full it stays in memory, de-duplicated, like the receipt.
+        self._unsaved_alerts[alert_id] = row
+        self._commit(receipt)
+        return True
 
     def _remember_unsaved(
         self, alert_id: str, row: tuple[str, int, int, str], exc: sqlite3.Error
@@ -1017,7 +1081,14 @@ class Store:
         return True
 
     def set_alert_state(self, alert_id: str, state: str) -> None:
-        """Record where an alert's broadcast is (queued, playing, played, …); committed now."""
+        """Record where an alert's broadcast is (queued, playing, played, …).
+
+        A finished state (played, failed, cancelled, ...) is committed now. An unfinished one
+        (`UNFINISHED_ALERT_STATES`) rides with the next commit — the receipt that goes with it,
+        or the committer's within ``commit_interval_s``: a restart resumes every unfinished
+        alert alike, so a crash before that commit loses nothing, and the way to the first
+        sound saves an fsync per step (docs/performance.md).
+        """
         now = now_ms()
         with self._lock:
             unsaved = self._unsaved_alerts.get(alert_id)
@@ -1031,6 +1102,10 @@ class Store:
                     )
                 self._unsaved_alerts[alert_id] = (state, unsaved[1], now, record)
                 return
+            if state in UNFINISHED_ALERT_STATES:
+                self._alert_states[alert_id] = (state, now)
+                return
+            self._alert_states.pop(alert_id, None)
             try:
                 # A finished alert keeps a compact record, in the same (one fsync) commit.
                 final = state in alert_log.FINAL_STATES
@@ -1101,7 +1176,12 @@ class Store:
     def _alerts(self, sql: str, params: list[object]) -> list[dict[str, Any]]:
         with self._read_lock:
             rows = self._reader_db.execute(sql, params).fetchall()
-        return [alert_item(row) for row in rows]
+        items = [alert_item(row) for row in rows]
+        pending = self._alert_states.copy()  # atomic; the writer's lock may be held for an fsync
+        for item in items:
+            if item["id"] in pending:  # a state that rides with the next commit
+                item["state"], item["updated_ts"] = pending[item["id"]]
+        return items
 
     # --- programme schedules (docs/protocol.md §10) ---------------------------------------------
 
