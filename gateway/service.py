@@ -28,6 +28,7 @@ from gateway import __version__
 from gateway.clock import StationClock
 from gateway.config import Config
 from gateway.intake import Intake
+from gateway.memory import return_large_buffers
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
 from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine, RuleEvent
@@ -413,4 +414,5 @@ class Station:
 
 def run_station(config: Config) -> int:
     """`cunxiang run`: the service in the foreground."""
+    return_large_buffers()
     return asyncio.run(Station(config).run())
