@@ -15,7 +15,7 @@ the sizes DESIGN.md and issue 7 name, and the soak that only makes sense over an
 4. a full disk for `--full-s` (150) s at 1,000 readings/s, with the real 100,000-reading memory
    bound (skipped, saying why, where a tmpfs cannot be mounted);
 5. garbage on every serial port for `--serial-minutes` (5);
-6. `--messages` (10,000) hostile downlink messages with the real one-minute folding window,
+6. `--messages` (10,000) hostile downlink messages, five of them 40 MiB, with the real one-minute folding window,
    and 6b: an envelope key with a lone surrogate, then a backlog and a restart (it once broke
    the store for good);
 7. a soak of `--minutes` (60) with 10 sensors at 1 Hz and the broker away for 30 s every 5
@@ -95,7 +95,7 @@ def plan(args: argparse.Namespace, seed: int) -> list[tuple[str, Callable[[Path]
         (
             "6",
             lambda d: fs.hostile_downlink(
-                d, messages=args.messages, seed=seed, window_s=None, giants=5
+                d, messages=args.messages, seed=seed, window_s=None, giants=5, giant_mib=(40, 40)
             ),
         ),
         ("6", lambda d: fs.surrogate_key(d)),

@@ -33,6 +33,7 @@ def hostile_downlink(
     seed: int,
     window_s: float | None = 5.0,
     giants: int = 0,
+    giant_mib: tuple[int, int] = (4, 8),
 ) -> ScenarioResult:
     """`messages` hostile downlink messages at the running station (tests/support/hostile.py).
 
@@ -60,7 +61,7 @@ def hostile_downlink(
             station.start()
             station.wait_ready()
             result.details = _hostile_flood(
-                station, ledger, centre, messages, seed, window_ms, giants
+                station, ledger, centre, messages, seed, window_ms, giants, giant_mib
             )
             crashed = station.exited_by_itself() is not None
             exit_code = station.terminate(timeout=10) if not crashed else -1
@@ -86,6 +87,7 @@ def _hostile_flood(
     seed: int,
     window_ms: int,
     giants: int,
+    giant_mib: tuple[int, int],
 ) -> dict[str, Any]:
     gen = HostileDownlink(centre, seed, MAX_PAYLOAD)
     ledger.wait(lambda: ledger.states, 20, "the station online")
@@ -101,7 +103,9 @@ def _hostile_flood(
     watch.sample()
     baseline = watch.rss.values()[-1]
     # MQTT 5 (the default): the broker never delivers what exceeds the station's packet limit.
-    stream = gen.messages(count, giants=giants, packet_limit=max_packet_bytes(MAX_PAYLOAD))
+    stream = gen.messages(
+        count, giants=giants, packet_limit=max_packet_bytes(MAX_PAYLOAD), giant_mib=giant_mib
+    )
     started = time.monotonic()
     first_sent: dict[str, float] = {}
     for index, message in enumerate(stream):

@@ -137,12 +137,17 @@ class HostileDownlink:
     # -- the stream ------------------------------------------------------------------------
 
     def messages(
-        self, count: int, huge_every: int = 200, giants: int = 0, packet_limit: int | None = None
+        self,
+        count: int,
+        huge_every: int = 200,
+        giants: int = 0,
+        packet_limit: int | None = None,
+        giant_mib: tuple[int, int] = (4, 8),
     ) -> list[Hostile]:
         """`count` messages, families in a seeded random order.
 
         Oversized ones (up to 3× the limit) come every `huge_every`; `giants` of them are
-        4–8 MiB instead, at random places. With `packet_limit` (the Maximum Packet Size an
+        `giant_mib` (low, high) MiB instead, at random places. With `packet_limit` (the Maximum Packet Size an
         MQTT 5 station declares, gateway.sync.max_packet_bytes) a message whose packet is
         larger never reaches the station: the broker drops it, so it must cause nothing.
         """
@@ -156,7 +161,7 @@ class HostileDownlink:
             out.append(self.families[name]())
             self._remember_answered(out[-1])
         for _ in range(min(giants, count)):
-            size = self.rng.randint(4, 8) * 1024 * 1024
+            size = self.rng.randint(*giant_mib) * 1024 * 1024
             giant = Hostile(
                 "giant", self._area_topic(), b"[" + b"0," * (size // 2) + b"0]", "event:too_large"
             )
