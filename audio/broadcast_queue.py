@@ -68,6 +68,8 @@ DEFAULT_MAX_QUEUE = 32
 """Broadcasts that may wait at most (``audio.max_queue``, PROTOCOL.md §9)."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
+Speech = Callable[[], bytes] | SpeechStream
+"""PCM rendered in one go (may raise), or text rendered piece by piece while it plays."""
 
 
 def _now_ms() -> int:
@@ -82,8 +84,7 @@ class Broadcast:
     level: str  # "red" > "orange" > "yellow" > "blue"
     central: bool  # at equal level a central alert outranks a local alarm, then FIFO
     tone: str  # "siren" | "chime" | "none", played first, each repeat
-    # 16-bit mono PCM at the player rate (may raise), or text rendered while it plays
-    speech: Callable[[], bytes] | SpeechStream | None
+    speech: Speech | None  # 16-bit mono PCM at the player rate
     repeat: int = 1  # the whole message plays `repeat` times, repeat_gap_s between
     expires_ms: int | None = None
     silent: bool = False  # a test alert without sound: go through the states, write no audio

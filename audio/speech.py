@@ -66,9 +66,12 @@ class Speaker:
         """(voice, pieces of the first play, pieces of a shortened repeat)."""
         choice = self.voices.choose(message.language)
         chinese = choice.chinese
-        if message.parts is not None:
-            headline, description, instruction = message.parts
-            full = [p for part in message.parts for p in pieces(part, chinese=chinese)]
+        parts = message.parts
+        if parts is not None and "\n".join(p for p in parts if p) != message.text:
+            parts = None  # not the parts of this text (a resumed alert whose encoding changed)
+        if parts is not None:
+            headline, description, instruction = parts
+            full = [p for part in parts for p in pieces(part, chinese=chinese)]
             short_text = "\n".join(p for p in (headline, instruction) if p.strip())
             short = pieces(short_text or summary(description, chinese=chinese), chinese=chinese)
         else:
