@@ -1,8 +1,8 @@
 """A text message as speech: rendered piece by piece while it plays (docs/protocol.md §9).
 
 :class:`Speaker` turns (text, language) into a :class:`SpeechStream` for the
-broadcast queue. The stream renders in a thread of its own, lowered in CPU
-priority like the engine it runs (audio/tts.py), in this order:
+broadcast queue. The stream renders in a thread of its own, through the engine
+at a lower CPU priority (audio/tts.py), in this order:
 
 1. the first piece (the first ~2 s of text), so that with no pre-tone the first
    sound waits only for that;
@@ -21,16 +21,14 @@ switch makes no click. A preempted broadcast keeps its pieces for the replay.
 from __future__ import annotations
 
 import array
-import contextlib
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from audio.pcm import SAMPLE_WIDTH, duration_s, silence
 from audio.speech_text import Segment, pieces, segments, summary
-from audio.tts import RENDER_NICE, Tts, TtsUnavailable
+from audio.tts import Tts, TtsUnavailable
 from audio.voices import VoiceChoice, Voices
 
 log = logging.getLogger(__name__)
@@ -124,7 +122,7 @@ class SpeechStream:
         if in_thread:
             threading.Thread(target=self._run, name="speech-render", daemon=True).start()
         else:
-            self._run(lower_priority=False)
+            self._run()
 
     def done(self) -> bool:
         """Whether everything is rendered (or rendering failed)."""
@@ -163,10 +161,10 @@ class SpeechStream:
                 target.append(pcm)
                 self._cond.notify_all()
 
-    def _run(self, *, lower_priority: bool = True) -> None:
-        if lower_priority:
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICE)
+    def _run(self) -> None:
+        # The heavy work runs in the niced engine (audio/tts.py). This thread is not niced
+        # itself: it takes the GIL, and a descheduled low-priority holder would hold up the
+        # threads that play and preempt (priority inversion).
         try:
             self._render()
         except BaseException as exc:  # reported through pieces(), never lost in a thread

@@ -76,11 +76,18 @@ def first_piece(sentence: str, *, chinese: bool) -> tuple[str, str]:
     if not cuts and not chinese:
         cuts = [m.start() for m in re.finditer(r"\s", sentence) if 0 < m.start() <= limit]
     if not cuts and chinese:
-        cuts = [limit]
+        # Not inside a Latin word or a number (``PM2.5``), which would be read in halves.
+        cuts = [i for i in range(1, limit + 1) if not _in_token(sentence, i)][-1:]
     if not cuts:
         return sentence, ""
     cut = cuts[-1]
     return sentence[:cut].strip(), sentence[cut:].strip()
+
+
+def _in_token(text: str, i: int) -> bool:
+    """Whether position ``i`` falls between two characters of one Latin word or number."""
+    token = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789."
+    return text[i - 1] in token and text[i] in token
 
 
 def pieces(text: str, *, chinese: bool, max_chars: int = MAX_SPOKEN_CHARS) -> list[str]:
