@@ -552,7 +552,8 @@ class BroadcastQueue:
         if entry.speech is None:
             return
         overlap = entry.b.tone != "none" or (self._amp.warmup_s > 0 and not self._amp.is_on)
-        entry.speech.start(in_thread=overlap)
+        # Text always renders beside the player: its first piece plays while the rest renders.
+        entry.speech.start(in_thread=overlap or isinstance(entry.speech, SpeechStream))
 
     def _play_once(self, entry: _Entry) -> float | None:
         b, player = entry.b, self._player

@@ -77,21 +77,28 @@ class Speaker:
             short = pieces(summary(message.text, chinese=chinese), chinese=chinese)
         return choice, full, short
 
-    def render_piece(self, piece: str, choice: VoiceChoice, language: str) -> bytes:
-        """One piece as PCM: its segments rendered and joined without clicks."""
+    def render_piece(
+        self, piece: str, choice: VoiceChoice, language: str, *, urgent: bool = False
+    ) -> bytes:
+        """One piece as PCM: its segments rendered and joined without clicks.
+
+        ``urgent``: the first sound waits for it (audio/engine_spares.py).
+        """
         english = self.voices.english() if choice.chinese else None
         cut = segments(piece, chinese=choice.chinese, language=language, english=bool(english))
-        rendered = [self._render_segment(s, choice, english) for s in cut]
+        rendered = [self._render_segment(s, choice, english, urgent) for s in cut]
         rendered = [pcm for pcm in rendered if pcm]
         if len(rendered) <= 1:
             return rendered[0] if rendered else b""
         return join(rendered, self.tts.rate)
 
-    def _render_segment(self, segment: Segment, choice: VoiceChoice, english: str | None) -> bytes:
+    def _render_segment(
+        self, segment: Segment, choice: VoiceChoice, english: str | None, urgent: bool
+    ) -> bytes:
         if segment.chinese:
-            return self.tts.render(segment.text, self.tts.voice)
+            return self.tts.render(segment.text, self.tts.voice, urgent=urgent)
         voice = choice.voice if not choice.chinese else (english or self.tts.voice)
-        return self.tts.render_spoken(voice, segment.text)
+        return self.tts.render_spoken(voice, segment.text, urgent=urgent)
 
 
 class SpeechStream:
@@ -181,8 +188,9 @@ class SpeechStream:
         speaker, message = self._speaker, self._message
         choice, full, short = speaker.plan(message)
         self.voice_fallback = choice.fallback
-        for piece in full:
-            self._add(speaker.render_piece(piece, choice, message.language), self._first)
+        for index, piece in enumerate(full):
+            pcm = speaker.render_piece(piece, choice, message.language, urgent=index == 0)
+            self._add(pcm, self._first)
         if not self._first and message.text.strip() and not choice.chinese:
             # The language's voice made nothing of it: let the configured voice try.
             choice = VoiceChoice(speaker.tts.voice, chinese=True, fallback=True)

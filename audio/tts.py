@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 
 from audio.clips import BadAudio, decode_wav
+from audio.engine_spares import EngineSpares, Spare
 from audio.pinyin import to_pinyin
 
 __all__ = ["Tts", "TtsUnavailable", "to_pinyin"]
@@ -63,6 +64,7 @@ class Tts:
         timeout_s: float = 30.0,
         max_cache_files: int = 1000,
         nice: int = RENDER_NICE,
+        spares: bool = False,
     ) -> None:
         self.cache_dir = cache_dir
         self.voice = voice
@@ -75,6 +77,11 @@ class Tts:
         self._lock = threading.Lock()
         self._voices: set[str] | None = None
         self._listing = ""
+        self._spares = (
+            EngineSpares(engine, speed_wpm, cache_dir, nice)
+            if spares and engine != "none"
+            else None
+        )
 
     def voice_listing(self) -> str:
         """``espeak-ng --voices`` (all languages), run once; raises TtsUnavailable."""
@@ -119,18 +126,22 @@ class Tts:
         key = json.dumps([voice, self.speed_wpm, spoken], ensure_ascii=False)
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.wav"
 
-    def render(self, text: str, voice: str | None = None) -> bytes:
+    def render(self, text: str, voice: str | None = None, *, urgent: bool = False) -> bytes:
         """``text`` spoken by one voice, as 16-bit mono PCM at ``rate``; raises TtsUnavailable."""
         voice = voice or self.voice
-        return self.render_spoken(voice, self.spoken_text(text, voice))
+        return self.render_spoken(voice, self.spoken_text(text, voice), urgent=urgent)
 
-    def render_spoken(self, voice: str, spoken: str) -> bytes:
-        """Engine input ``spoken`` said by ``voice`` (b"" for none); raises TtsUnavailable."""
+    def render_spoken(self, voice: str, spoken: str, *, urgent: bool = False) -> bytes:
+        """Engine input ``spoken`` said by ``voice`` (b"" for none); raises TtsUnavailable.
+
+        ``urgent``: a first sound waits for it (a warm spare engine at the service's
+        priority, when the Tts keeps spares: audio/engine_spares.py).
+        """
         if not spoken:
             return b""
         self.check(voice)
         path = self.spoken_cache_path(voice, spoken)
-        wav = self._cached(path) or self._synthesise(voice, spoken, path)
+        wav = self._cached(path) or self._synthesise(voice, spoken, path, urgent)
         try:
             return decode_wav(wav, self.rate)
         except BadAudio as exc:
@@ -145,7 +156,20 @@ class Tts:
             return None
         return wav
 
-    def _synthesise(self, voice: str, spoken: str, path: Path) -> bytes:
+    def close(self) -> None:
+        """Stop the spare engines, if any."""
+        if self._spares is not None:
+            self._spares.close()
+
+    def _synthesise(self, voice: str, spoken: str, path: Path, urgent: bool = False) -> bytes:
+        spare = self._spares.take(voice, urgent=urgent) if self._spares is not None else None
+        if spare is not None:
+            try:
+                return self._finish_spare(spare, spoken, path)
+            except TtsUnavailable as exc:
+                log.warning("a spare %s failed (%s); starting it anew", self.engine, exc)
+            finally:
+                spare.out.unlink(missing_ok=True)
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
@@ -158,6 +182,15 @@ class Tts:
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
+        self._prune()
+        return wav
+
+    def _finish_spare(self, spare: Spare, spoken: str, path: Path) -> bytes:
+        self._communicate(spare.proc, spoken)
+        wav = spare.out.read_bytes()
+        if len(wav) <= 44:
+            raise TtsUnavailable(f"{self.engine} wrote no audio")
+        os.replace(spare.out, path)
         self._prune()
         return wav
 
@@ -185,11 +218,18 @@ class Tts:
             # engine spends its first milliseconds loading, not competing for the CPU.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.nice(0) + self.nice))
+        return self._communicate(proc, stdin)
+
+    def _communicate(self, proc: subprocess.Popen[bytes], stdin: str) -> str:
+        """Give a started engine its input; its stdout, or TtsUnavailable."""
         try:
             stdout, stderr = proc.communicate(stdin.encode(), timeout=self.timeout_s)
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             proc.communicate()
+            raise TtsUnavailable(f"TTS engine {self.engine!r} failed: {exc}") from exc
+        except OSError as exc:  # the spare's pipe broke: it died meanwhile
+            proc.kill()
             raise TtsUnavailable(f"TTS engine {self.engine!r} failed: {exc}") from exc
         if proc.returncode != 0:
             detail = stderr.decode(errors="replace").strip()[:200]

@@ -121,7 +121,10 @@ class Intake:
         self._answering: tuple[str, bytes] | None = None
         self._answer: tuple[str, bytes, str] | None = None
         self.tts = Tts(
-            config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
+            config.storage.path.parent / "tts-cache",
+            voice=config.audio.tts_voice,
+            rate=rate,
+            spares=True,
         )
         self.speaker = Speaker(
             self.tts,
