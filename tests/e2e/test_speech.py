@@ -24,6 +24,7 @@ from audio.speech_text import segments
 from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
+from benchmarks.speech_bench import text_first_sound
 from gateway.cap import parse_cap, speech_parts
 from gateway.envelope import seal
 from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
@@ -198,3 +199,15 @@ def test_red_preempts_a_long_english_message_while_it_renders(rig: Rig) -> None:
     assert "interrupted" in rig.statuses(long.id, mark)
     # It was still rendering when the red alert came: more of it was rendered afterwards.
     assert len(list(cache.glob("*.wav"))) > renders_at_red
+
+
+#: A regression guard, not the target (≤ 60 ms p50, benchmarks/speech_bench.py): rendering
+#: the whole text before the first sound took 250–900 ms here; the first piece alone ~20 ms.
+TEXT_FIRST_SOUND_P50_MS = 150.0
+
+
+def test_a_cold_text_alert_sounds_before_its_text_is_all_rendered() -> None:
+    """New text, no tone: the first sound waits for the first piece only (§9)."""
+    figures = text_first_sound(10)
+    p50 = figures["text_p50_ms"][0]
+    assert p50 <= TEXT_FIRST_SOUND_P50_MS, figures
