@@ -403,6 +403,9 @@ class BroadcastQueue:
             with self._cond:
                 self._current = None
                 self._state_changed()
+                finished = entry not in self._pending
+            if finished and isinstance(entry.speech, SpeechStream):
+                entry.speech.stop()  # played, cancelled or failed: render no more of it
 
     def _warm_up(self) -> None:
         """Render the tones and open the device now, so the first alert starts fast."""
@@ -583,18 +586,21 @@ class BroadcastQueue:
             return False
         if entry.b.live is not None:
             return player.play(entry.b.live(), abort, entry.b.volume)
-        return entry.speech is None or self._play_speech(entry, index)
+        sounding = index > 0 or bool(tone)
+        return entry.speech is None or self._play_speech(entry, index, sounding)
 
     def _raise_if_speech_failed(self, entry: _Entry) -> None:
         """After an abort: _Failed if it was the speech failing (not a preempt or cancel)."""
         if entry.speech is not None and entry.speech.error is not None:
             self._speech_pcm(entry.speech)
 
-    def _play_speech(self, entry: _Entry, play: int) -> bool:
+    def _play_speech(self, entry: _Entry, play: int, sounding: bool) -> bool:
         """Each piece of the speech as soon as it is rendered; silence while one is late."""
         speech, abort, player = entry.speech, entry.abort, self._player
         assert speech is not None
         pieces = speech.pieces(play)
+        # Once this broadcast is sounding (a tone, a gap, a piece), a late piece is waited
+        # for with silence, so the stream never runs dry; before its first sound, silently.
         while not abort.is_set():
             try:
                 pcm = next(pieces, b"")
@@ -603,11 +609,12 @@ class BroadcastQueue:
             if pcm == b"":
                 return True
             if pcm is None:
-                # Keep a stream that is sounding fed; before the first sound, just wait.
-                if player.queued_s() > 0 and not player.silence(player.chunk_s, abort):
+                if sounding and not player.silence(player.chunk_s, abort):
                     return False
             elif not player.play([pcm], abort, entry.b.volume):
                 return False
+            else:
+                sounding = True
         return False
 
     def _speech_pcm(self, speech: _Speech | SpeechStream) -> None:

@@ -112,6 +112,7 @@ class SpeechStream:
         self._repeat: list[bytes] | None = None
         self._finished = False
         self._started = False
+        self._stopped = False
         self._abort: threading.Event | None = None
         self.voice_fallback = False
         self.error: BaseException | None = None
@@ -130,6 +131,11 @@ class SpeechStream:
             threading.Thread(target=self._run, name="speech-render", daemon=True).start()
         else:
             self._run()
+
+    def stop(self) -> None:
+        """Render no more pieces (the broadcast is over); what is rendered stays."""
+        with self._cond:
+            self._stopped = True
 
     def done(self) -> bool:
         """Whether everything is rendered (or rendering failed)."""
@@ -163,8 +169,10 @@ class SpeechStream:
             yield pcm
 
     def _add(self, pcm: bytes, target: list[bytes]) -> None:
-        if pcm:
-            with self._cond:
+        with self._cond:
+            if self._stopped:
+                raise _Stopped
+            if pcm:
                 target.append(pcm)
                 self._cond.notify_all()
 
@@ -174,6 +182,8 @@ class SpeechStream:
         # threads that play and preempt (priority inversion).
         try:
             self._render()
+        except _Stopped:
+            pass
         except BaseException as exc:  # reported through pieces(), never lost in a thread
             with self._cond:
                 self.error = exc
@@ -209,6 +219,10 @@ class SpeechStream:
             self._repeat = repeat
         for piece in short:
             self._add(speaker.render_piece(piece, choice, message.language), repeat)
+
+
+class _Stopped(Exception):
+    """The broadcast is over: rendering stops."""
 
 
 def join(parts: Sequence[bytes], rate: int) -> bytes:

@@ -73,7 +73,7 @@ def _config(folder: Path, port: int, centre: Centre) -> Config:
 def text_first_sound(alerts: int) -> dict[str, Any]:
     """Milliseconds from publish to the first sound chunk, for ``alerts`` uncached text alerts."""
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
         alsa_capture(Path(tmp) / "alsa"),
         Mosquitto() as broker,
     ):
