@@ -195,21 +195,39 @@ def _units(text: str, units: dict[str, str]) -> str:
 
 def _english(text: str) -> str:
     def clock(m: re.Match[str]) -> str:
-        hour, minute, half = m.group(1), m.group(2), m.group(3) or ""
+        hour, minute, seconds, half = m.group(1), m.group(2), m.group(3), m.group(4) or ""
         half = f" {half[0].upper()} M" if half else ""
-        if minute == "00":
-            return hour + (half or " o'clock")
-        if minute.startswith("0"):
-            return f"{hour} oh {minute[1]}{half}"
-        return f"{hour} {minute}{half}"
+        if seconds:
+            said = f"{hour} {_english_minute(minute)} and {int(seconds)} seconds"
+        elif minute == "00":
+            said = hour if half else f"{hour} o'clock"
+        else:
+            said = f"{hour} {_english_minute(minute)}"
+        return said + half
 
-    text = re.sub(r"\b(\d{1,2}):(\d{2})\s*([AaPp]\.?[Mm]\b\.?)?", clock, text)
+    text = re.sub(
+        r"\b(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:\s*([AaPp]\.?[Mm]\b\.?))?", clock, text
+    )
     text = re.sub(r"\b(\d{1,2})\s*([AaPp])\.?[Mm]\b\.?", r"\1 \2 M", text)
     text = re.sub(r"(?<=\d)\s*[-–]\s*(?=\d)", " to ", text)
     return _units(text, _EN_UNITS)
 
 
+def _english_minute(minute: str) -> str:
+    if minute == "00":
+        return "hundred"
+    return f"oh {minute[1]}" if minute.startswith("0") else minute
+
+
 def _french(text: str) -> str:
+    text = re.sub(
+        r"\b(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?",
+        lambda m: (
+            f"{m.group(1)} heures {int(m.group(2))}"
+            + (f" et {int(m.group(3))} secondes" if m.group(3) else "")
+        ),
+        text,
+    )
     text = re.sub(r"\b(\d{1,2})\s*h\s*(\d{2})\b", r"\1 heures \2", text)
     text = re.sub(r"\b(\d{1,2})\s*h\b", r"\1 heures", text)
     text = re.sub(r"(?<=\d)\s*[-–]\s*(?=\d)", " à ", text)

@@ -59,9 +59,23 @@ def test_english_readings_make_espeak_say_words() -> None:
     assert "'oU s'Ev@n" in said and "z'i@roU" not in said  # "oh seven", not "zero seven"
 
 
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("at 23:25:40.68 UTC on Aug 30", "at 23 25 and 40 seconds UTC on Aug 30"),
+        ("12:00PM MDT", "12 P M MDT"),
+        ("at 12:00 today", "at 12 o'clock today"),
+        ("4:07 a.m.", "4 oh 7 A M"),
+        ("3 PM", "3 P M"),
+    ],
+)
+def test_english_times(written: str, read: str) -> None:
+    assert reading(written, "en") == read
+
+
 def test_french_readings() -> None:
-    assert reading("à 16h30, 10-15 cm, vents de 90 km/h", "fr-CA") == (
-        "à 16 heures 30, 10 à 15 cm, vents de 90 kilomètres heure"
+    assert reading("à 16h30, 10-15 cm, vents de 90 km/h, à 08:05", "fr-CA") == (
+        "à 16 heures 30, 10 à 15 cm, vents de 90 kilomètres heure, à 08 heures 5"
     )
 
 

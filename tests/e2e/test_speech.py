@@ -110,19 +110,33 @@ def test_real_cap_vector_is_spoken_as_words_in_a_sensible_length(rig: Rig, name:
         assert voices == {"fr-fr"}  # canada.cap: the French <info> comes first
 
 
-def test_english_vectors_are_english_phonemes_not_letter_names(rig: Rig) -> None:
-    """What the station gave en-us for the NWS watch reads as words (-x shows it)."""
-    raw = localised("weather.cap", AREA)
+#: A phrase of each English vector, and the en-us phonemes of its words.
+ENGLISH_WORDS = {
+    "earthquake.cap": "'3:TkweIk",  # "An earthquake with magnitude 5.3 occurred ..."
+    "earthquake-iso8859-1.cap": "'3:TkweIk",
+    "weather.cap": "fl'aS fl'Vd w'0tS",  # "Flash Flood Watch issued ..."
+}
+
+
+@pytest.mark.parametrize("name", ENGLISH_VECTORS)
+def test_english_vectors_are_english_phonemes_not_letter_names(rig: Rig, name: str) -> None:
+    """What the station gives en-us for each English vector reads as words (-x shows it)."""
+    raw = localised(name, AREA)
     alert = parse_cap(raw)
     message = SpeechText(alert.text, alert.language, speech_parts(raw))
     speaker = station_speaker(rig)
-    _, full, _ = speaker.plan(message)
-    said = phonemes("en-us", " ".join(full[:3]))
-    assert "fl'aS fl'Vd w'0tS" in said  # "flash flood watch" as words
-    assert "'Ef 'El" not in said and "'Ef,El" not in said  # not F, L, A, S, H
-    # The old way, for contrast: the Chinese voice spells the same words letter by letter.
-    spelled = phonemes("cmn-latn-pinyin", "Flash Flood Watch")
-    assert "fl'aS" not in spelled
+    choice, full, _ = speaker.plan(message)
+    assert choice.voice == "en-us"
+    spoken = [
+        segment.text
+        for piece in full
+        for segment in segments(piece, chinese=False, language=alert.language, english=False)
+    ]
+    said = phonemes("en-us", " ".join(spoken))
+    assert ENGLISH_WORDS[name] in said
+    assert "k'oUl@n" not in said  # no "colon" read out of a time like 23:25:40.68
+    # The old way, for contrast: the Chinese voice spells English words letter by letter.
+    assert "fl'aS" not in phonemes("cmn-latn-pinyin", "Flash Flood Watch")
 
 
 def test_chinese_text_with_co_pm25_and_an_english_word(rig: Rig) -> None:
