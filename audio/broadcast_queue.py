@@ -516,7 +516,11 @@ class BroadcastQueue:
                 entry.state = "queued"
                 entry.preempted = True
                 # Waiting again: it waits as its source, not as decoded audio (§9).
-                if entry.speech is not None and entry.b.speech is not None:
+                if isinstance(entry.speech, SpeechStream):
+                    entry.speech.stop()  # rendered again (from the cache) when it replays
+                    entry.speech = entry.speech.fresh()
+                    entry.speech.attach_abort(entry.abort)
+                elif entry.speech is not None and callable(entry.b.speech):
                     entry.speech = _Speech(entry.b.speech, entry.abort)
                 self._pending.append(entry)
         if why == "preempted" and entry.announced:

@@ -132,6 +132,10 @@ class SpeechStream:
         else:
             self._run()
 
+    def fresh(self) -> SpeechStream:
+        """A new stream of the same message, nothing rendered yet (a replay renders anew)."""
+        return SpeechStream(self._speaker, self._message)
+
     def stop(self) -> None:
         """Render no more pieces (the broadcast is over); what is rendered stays."""
         with self._cond:
