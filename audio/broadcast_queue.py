@@ -50,12 +50,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from audio.amp import Amplifier
 from audio.clips import BadAudio, UnknownClip
 from audio.player import AudioDeviceError, Player
+from audio.speech import SpeechStream
 from audio.tones import TONE_NAMES, render_tone
 from audio.tts import TtsUnavailable
 
@@ -67,6 +68,8 @@ DEFAULT_MAX_QUEUE = 32
 """Broadcasts that may wait at most (``audio.max_queue``, PROTOCOL.md §9)."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
+Speech = Callable[[], bytes] | SpeechStream
+"""PCM rendered in one go (may raise), or text rendered piece by piece while it plays."""
 
 
 def _now_ms() -> int:
@@ -81,7 +84,7 @@ class Broadcast:
     level: str  # "red" > "orange" > "yellow" > "blue"
     central: bool  # at equal level a central alert outranks a local alarm, then FIFO
     tone: str  # "siren" | "chime" | "none", played first, each repeat
-    speech: Callable[[], bytes] | None  # 16-bit mono PCM at the player rate; may raise
+    speech: Speech | None  # 16-bit mono PCM at the player rate
     repeat: int = 1  # the whole message plays `repeat` times, repeat_gap_s between
     expires_ms: int | None = None
     silent: bool = False  # a test alert without sound: go through the states, write no audio
@@ -111,6 +114,7 @@ class _Speech:
         self._started = False
         self.pcm = b""
         self.error: BaseException | None = None
+        self.voice_fallback = False
 
     def start(self, *, in_thread: bool) -> None:
         if self._started:
@@ -126,6 +130,15 @@ class _Speech:
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
+
+    def pieces(self, play: int, wait_s: float = 0.02) -> Iterator[bytes | None]:
+        """The whole PCM once rendered (``None`` while waiting); raises the render's error."""
+        del play
+        while not self._done.wait(wait_s):
+            yield None
+        if self.error is not None:
+            raise self.error
+        yield self.pcm
 
     def _run(self) -> None:
         try:
@@ -143,7 +156,7 @@ class _Entry:
 
     b: Broadcast
     order: int
-    speech: _Speech | None
+    speech: _Speech | SpeechStream | None
     state: str = "queued"  # "queued" | "playing"
     stop: str | None = None  # why the worker should stop: "preempted" | "cancelled" | "closed"
     announced: bool = False  # "playing" was reported for the current run
@@ -230,7 +243,7 @@ class BroadcastQueue:
                 return
             self._order += 1
             abort = threading.Event()
-            speech = _Speech(b.speech, abort) if b.speech is not None else None
+            speech = _speech_of(b, abort)
             entry = _Entry(b, self._order, speech, abort=abort)
             if not self._make_room(entry):
                 return
@@ -390,6 +403,9 @@ class BroadcastQueue:
             with self._cond:
                 self._current = None
                 self._state_changed()
+                finished = entry not in self._pending
+            if finished and isinstance(entry.speech, SpeechStream):
+                entry.speech.stop()  # played, cancelled or failed: render no more of it
 
     def _warm_up(self) -> None:
         """Render the tones and open the device now, so the first alert starts fast."""
@@ -471,7 +487,10 @@ class BroadcastQueue:
             with self._cond:
                 self._fault = False
                 self._state_changed()
-            self._emit(entry.b.id, "played", {"duration_s": duration})
+            played: dict[str, object] = {"duration_s": duration}
+            if entry.speech is not None and entry.speech.voice_fallback:
+                played["voice_fallback"] = True
+            self._emit(entry.b.id, "played", played)
             return
         self._after_abort(entry)
 
@@ -497,7 +516,11 @@ class BroadcastQueue:
                 entry.state = "queued"
                 entry.preempted = True
                 # Waiting again: it waits as its source, not as decoded audio (§9).
-                if entry.speech is not None and entry.b.speech is not None:
+                if isinstance(entry.speech, SpeechStream):
+                    entry.speech.stop()  # rendered again (from the cache) when it replays
+                    entry.speech = entry.speech.fresh()
+                    entry.speech.attach_abort(entry.abort)
+                elif entry.speech is not None and callable(entry.b.speech):
                     entry.speech = _Speech(entry.b.speech, entry.abort)
                 self._pending.append(entry)
         if why == "preempted" and entry.announced:
@@ -536,7 +559,8 @@ class BroadcastQueue:
         if entry.speech is None:
             return
         overlap = entry.b.tone != "none" or (self._amp.warmup_s > 0 and not self._amp.is_on)
-        entry.speech.start(in_thread=overlap)
+        # Text always renders beside the player: its first piece plays while the rest renders.
+        entry.speech.start(in_thread=overlap or isinstance(entry.speech, SpeechStream))
 
     def _play_once(self, entry: _Entry) -> float | None:
         b, player = entry.b, self._player
@@ -552,46 +576,56 @@ class BroadcastQueue:
             entry.announced = True
             self._emit(b.id, "playing", {})
         for index in range(b.repeat):
-            if not self._play_round(entry, tone, gap_first=index > 0):
+            if not self._play_round(entry, tone, index):
                 self._raise_if_speech_failed(entry)
                 return None
         return start
 
-    def _play_round(self, entry: _Entry, tone: bytes, *, gap_first: bool) -> bool:
+    def _play_round(self, entry: _Entry, tone: bytes, index: int) -> bool:
         """One repeat: [gap], tone, speech. False if aborted."""
         player, abort = self._player, entry.abort
-        if gap_first and not player.silence(self._repeat_gap_s, abort):
+        if index > 0 and not player.silence(self._repeat_gap_s, abort):
             return False
         if tone and not player.play([tone], abort, entry.b.volume):
             return False
         if entry.b.live is not None:
             return player.play(entry.b.live(), abort, entry.b.volume)
-        return entry.speech is None or self._play_speech(entry)
+        sounding = index > 0 or bool(tone)
+        return entry.speech is None or self._play_speech(entry, index, sounding)
 
     def _raise_if_speech_failed(self, entry: _Entry) -> None:
         """After an abort: _Failed if it was the speech failing (not a preempt or cancel)."""
         if entry.speech is not None and entry.speech.error is not None:
             self._speech_pcm(entry.speech)
 
-    def _play_speech(self, entry: _Entry) -> bool:
-        speech, abort = entry.speech, entry.abort
+    def _play_speech(self, entry: _Entry, play: int, sounding: bool) -> bool:
+        """Each piece of the speech as soon as it is rendered; silence while one is late."""
+        speech, abort, player = entry.speech, entry.abort, self._player
         assert speech is not None
-        while not speech.done():
-            if not self._player.silence(self._player.chunk_s, abort):
+        pieces = speech.pieces(play)
+        # Once this broadcast is sounding (a tone, a gap, a piece), a late piece is waited
+        # for with silence, so the stream never runs dry; before its first sound, silently.
+        while not abort.is_set():
+            try:
+                pcm = next(pieces, b"")
+            except Exception as exc:
+                raise _speech_failure(exc) from exc
+            if pcm == b"":
+                return True
+            if pcm is None:
+                if sounding and not player.silence(player.chunk_s, abort):
+                    return False
+            elif not player.play([pcm], abort, entry.b.volume):
                 return False
-        return self._player.play([self._speech_pcm(speech)], abort, entry.b.volume)
+            else:
+                sounding = True
+        return False
 
-    def _speech_pcm(self, speech: _Speech) -> bytes:
-        """The rendered speech, or _Failed with the receipt reason for its error."""
+    def _speech_pcm(self, speech: _Speech | SpeechStream) -> None:
+        """Wait for the speech; _Failed with the receipt reason if rendering failed."""
         speech.wait(timeout=3600)
-        error = speech.error
-        if error is None:
-            return speech.pcm
-        for kind, reason in _SPEECH_ERRORS.items():
-            if isinstance(error, kind):
-                raise _Failed(reason, str(error))
-        log.error("speech rendering raised %r", error)
-        raise _Failed("bad_audio", repr(error))
+        if speech.error is not None:
+            raise _speech_failure(speech.error)
 
     def _acquire_amp(self, abort: threading.Event) -> bool:
         with self._cond:
@@ -618,3 +652,20 @@ def _check(b: Broadcast) -> None:
         raise ValueError(f"broadcast {b.id}: unknown tone {b.tone!r}")
     if b.repeat < 1:
         raise ValueError(f"broadcast {b.id}: repeat must be at least 1")
+
+
+def _speech_failure(error: BaseException) -> _Failed:
+    """The receipt reason for a speech error."""
+    for kind, reason in _SPEECH_ERRORS.items():
+        if isinstance(error, kind):
+            return _Failed(reason, str(error))
+    log.error("speech rendering raised %r", error)
+    return _Failed("bad_audio", repr(error))
+
+
+def _speech_of(b: Broadcast, abort: threading.Event) -> _Speech | SpeechStream | None:
+    """What plays the broadcast's speech: a text stream as it is, PCM through _Speech."""
+    if isinstance(b.speech, SpeechStream):
+        b.speech.attach_abort(abort)
+        return b.speech
+    return _Speech(b.speech, abort) if b.speech is not None else None

@@ -39,7 +39,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import alert_figure, drain, fleet, gpio_alarm, live, machine, service_run
+from benchmarks import (
+    alert_figure,
+    drain,
+    fleet,
+    gpio_alarm,
+    live,
+    machine,
+    service_run,
+    speech_bench,
+)
 from benchmarks.figures import FIGURES, Figure
 from benchmarks.rig import ROOT
 from benchmarks.stats import Spread, percentile
@@ -48,7 +57,7 @@ from tests.support.mosquitto import Mosquitto
 RESULTS = ROOT / "benchmarks" / "results"
 #: Compiled bytecode for every process of the suite, outside the source tree.
 PYCACHE = RESULTS / "pycache"
-SECTIONS = ("alert", "alertcpu", "gpio", "drain", "service", "live", "fleet")
+SECTIONS = ("alert", "alertcpu", "speech", "gpio", "drain", "service", "live", "fleet")
 #: Sections sized by benchmarks/fleet.py's FleetSizes (``--fleet N``) rather than Sizes.
 FLEET_RUNNERS: dict[str, Callable[[Path, fleet.FleetSizes], dict[str, Any]]] = {
     "alertcpu": fleet.alert_cpu,
@@ -76,11 +85,12 @@ class Sizes:
     alerts: int
     alert_runs: int
     live_runs: int  # status answers and export (of `readings` readings)
+    text_alerts: int  # uncached text alerts (each one plays ~1 s before it is cancelled)
 
 
-FULL = Sizes(1_000_000, 3, 1.0, 200, 3, 60.0, 1, 3, 3.0, 30.0, 6, 4, 10.5, 200, 3, 3)
-QUICK = Sizes(100_000, 2, 1.0, 30, 2, 6.0, 2, 1, 3.0, 5.0, 3, 2, 10.5, 50, 1, 1)
-SMOKE = Sizes(2_000, 1, 0.2, 3, 1, 1.0, 1, 1, 0.5, 0.5, 1, 1, 0.0, 3, 1, 1)
+FULL = Sizes(1_000_000, 3, 1.0, 200, 3, 60.0, 1, 3, 3.0, 30.0, 6, 4, 10.5, 200, 3, 3, 60)
+QUICK = Sizes(100_000, 2, 1.0, 30, 2, 6.0, 2, 1, 3.0, 5.0, 3, 2, 10.5, 50, 1, 1, 20)
+SMOKE = Sizes(2_000, 1, 0.2, 3, 1, 1.0, 1, 1, 0.5, 0.5, 1, 1, 0.0, 3, 1, 1, 3)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
@@ -90,6 +100,15 @@ def _section_alert(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     if setup:
         note = f"benchmarks/alert_latency.py, {sizes.alerts} alerts per run, broker: {setup}"
         section["notes"] = {"alert_p50_ms": [note], "alert_p99_ms": [note]}
+    return section
+
+
+def _section_speech(workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    del workdir
+    section = speech_bench.text_first_sound(sizes.text_alerts)
+    section.update(speech_bench.cap_lengths())
+    note = f"benchmarks/speech_bench.py, {sizes.text_alerts} alerts, each a new text"
+    section["notes"] = {"text_p50_ms": [note], "text_p99_ms": [note]}
     return section
 
 
@@ -149,6 +168,7 @@ def _section_live(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
 SECTION_RUNNERS: dict[str, Callable[[Path, Sizes], dict[str, Any]]] = {
     "alert": _section_alert,
+    "speech": _section_speech,
     "gpio": _section_gpio,
     "drain": _section_drain,
     "service": _section_service,
@@ -157,6 +177,12 @@ SECTION_RUNNERS: dict[str, Callable[[Path, Sizes], dict[str, Any]]] = {
 FIGURE_SECTION = {
     "alert_p50_ms": "alert",
     "alert_p99_ms": "alert",
+    "text_p50_ms": "speech",
+    "text_p99_ms": "speech",
+    "cap_earthquake_s": "speech",
+    "cap_earthquake_iso_s": "speech",
+    "cap_weather_s": "speech",
+    "cap_canada_s": "speech",
     "gpio_alarm_p99_ms": "gpio",
     "ingest_per_s": "drain",
     "drain_per_s": "drain",

@@ -40,6 +40,9 @@ CLIP_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 AREA_LENGTHS: tuple[int, ...] = (2, 4, 6, 9, 12)
 ALL_AREAS = "all"
 ID_MAX_CHARS = 128
+#: The language of `text` (BCP 47, PROTOCOL.md §6.1): picks the speech voice.
+DEFAULT_LANGUAGE = "zh-CN"
+LANGUAGE_TAG = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,8}$"
 
 # Reason codes a payload can fail with (PROTOCOL.md §7), most general first.
 PAYLOAD_REASONS: tuple[str, ...] = (
@@ -175,6 +178,7 @@ class Alert(BaseModel):
     audio: InlineAudio | None = None
     tone: Tone | None = None
     repeat: Annotated[int, Field(ge=1, le=10)] | None = None
+    language: Annotated[str, Field(pattern=LANGUAGE_TAG)] = DEFAULT_LANGUAGE
 
     @field_validator("id")
     @classmethod
@@ -210,6 +214,11 @@ class Alert(BaseModel):
             return parse_inline_audio(value)
         except ValueError as exc:
             raise PydanticCustomError("bad_audio", "{detail}", {"detail": str(exc)}) from None
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_null_is_default(cls, value: object) -> object:
+        return DEFAULT_LANGUAGE if value is None else value
 
     @field_validator("text", mode="before")
     @classmethod

@@ -20,7 +20,13 @@ from typing import Any
 import defusedxml.ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from gateway.alert_model import Alert, PayloadError, alert_from_fields, is_valid_id
+from gateway.alert_model import (
+    LANGUAGE_TAG,
+    Alert,
+    PayloadError,
+    alert_from_fields,
+    is_valid_id,
+)
 from gateway.payload_limits import cap_encoding_allowed, cap_identifier, check_references
 
 CAP_1_1 = "urn:oasis:names:tc:emergency:cap:1.1"
@@ -178,6 +184,12 @@ def _speech_text(cap: _CapReader, info: ET.Element) -> str:
     return "\n".join(part for part in parts if part)
 
 
+def _language(cap: _CapReader, info: ET.Element) -> str:
+    """The `<info>`'s language: CAP's default `en-US` when absent, `und` when unreadable."""
+    tag = cap.text(info, "language").strip().replace("_", "-") or "en-US"
+    return tag if re.fullmatch(LANGUAGE_TAG, tag) else "und"
+
+
 def _info_fields(
     cap: _CapReader, info: ET.Element, sent: datetime, alert_id: str | None
 ) -> dict[str, Any]:
@@ -190,6 +202,7 @@ def _info_fields(
         "event": cap.text(info, "event"),
         "level": SEVERITY_LEVELS.get(cap.text(info, "severity").casefold(), "blue"),
         "text": _speech_text(cap, info),
+        "language": _language(cap, info),
         "areas": _areas(cap, info),
         "audio": _audio(cap, info),
     }
@@ -233,6 +246,26 @@ def parse_cap(payload: bytes) -> Alert:
     return alert_from_fields(fields)
 
 
+def speech_parts(payload: bytes) -> tuple[str, str, str] | None:
+    """The chosen `<info>`'s (headline, description, instruction), for the speech.
+
+    Its repeats say only the headline and the instruction when the whole is long
+    (PROTOCOL.md §9). None when the payload has no `<info>` or cannot be read.
+    """
+    try:
+        root = _parse_xml(payload)
+    except PayloadError:
+        return None
+    cap = _CapReader(_namespace_of(root))
+    info = _chosen_info(cap, root)
+    if info is None:
+        return None
+    headline, description, instruction = (
+        cap.text(info, name) for name in ("headline", "description", "instruction")
+    )
+    return headline, description, instruction
+
+
 def _cap_timestamp(moment: datetime) -> str:
     return moment.replace(microsecond=0).isoformat()
 
@@ -246,7 +279,7 @@ def _sub(parent: ET.Element, name: str, text: str) -> ET.Element:
 def _build_info(root: ET.Element, alert: Alert) -> None:
     info = ET.SubElement(root, f"{{{CAP_1_2}}}info")
     for name, text in (
-        ("language", "zh-CN"),
+        ("language", alert.language),
         ("category", "Safety"),
         ("event", alert.event),
         ("urgency", "Immediate"),

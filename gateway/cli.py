@@ -78,12 +78,16 @@ def demo(directory: Path | None, seconds: float | None, broker: str | None) -> N
 @main.command("speaker-test")
 @config_option
 @click.option("--volume", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
-def speaker_test(config_path: Path, volume: float) -> None:
-    """Play a short chime through the amplifier and the loudspeakers."""
+@click.option("--say", default=None, help="Speak this text instead of the chime.")
+@click.option(
+    "--language", default="zh-CN", show_default=True, help="The language of --say (BCP 47)."
+)
+def speaker_test(config_path: Path, volume: float, say: str | None, language: str) -> None:
+    """Play a short chime (or speak --say) through the amplifier and the loudspeakers."""
     from gateway.speaker_test import play_chime
 
     config = load_or_exit(config_path)
-    ok, message = play_chime(config, volume)
+    ok, message = play_chime(config, volume, say, language)
     click.echo(message, err=not ok)
     sys.exit(0 if ok else 1)
 

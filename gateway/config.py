@@ -139,6 +139,13 @@ class AudioConfig(_Section):
     clips_dir: Path = Path("clips")
     tts: Literal["espeak-ng", "none"] = "espeak-ng"
     tts_voice: str = "cmn-latn-pinyin"
+    # language (BCP 47 prefix) -> espeak-ng voice for text not in Chinese (docs/protocol.md §9)
+    tts_voices: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")],
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+_-]{0,63}$")],
+    ] = Field(default_factory=lambda: {"en": "en-us", "fr": "fr-fr"})
+    # longer spoken text: the repeats say only headline + instruction (docs/protocol.md §9)
+    repeat_full_max_s: float = Field(45.0, ge=0.0, le=3600.0)
     volume: float = Field(1.0, ge=0.0, le=1.0)
     repeat_gap_s: float = Field(2.0, ge=0.0, le=60.0)
     retries: int = Field(2, ge=0, le=10)

@@ -25,9 +25,11 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from audio.broadcast_queue import Broadcast, BroadcastQueue
+from audio.broadcast_queue import Broadcast, BroadcastQueue, Speech
 from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
+from audio.speech import Speaker, SpeechText
 from audio.tts import Tts, TtsUnavailable
+from audio.voices import Voices
 from gateway import alert_log
 from gateway.alert_ids import command_log_id, is_reserved, log_id, public_id, reachable
 from gateway.alert_model import (
@@ -41,7 +43,7 @@ from gateway.alert_model import (
     parse_alert_json,
 )
 from gateway.answered import AnsweredLog
-from gateway.cap import parse_cap
+from gateway.cap import parse_cap, speech_parts
 from gateway.clock import StationClock
 from gateway.command_model import Command, parse_command
 from gateway.config import Config
@@ -119,7 +121,15 @@ class Intake:
         self._answering: tuple[str, bytes] | None = None
         self._answer: tuple[str, bytes, str] | None = None
         self.tts = Tts(
-            config.storage.path.parent / "tts-cache", voice=config.audio.tts_voice, rate=rate
+            config.storage.path.parent / "tts-cache",
+            voice=config.audio.tts_voice,
+            rate=rate,
+            spares=True,
+        )
+        self.speaker = Speaker(
+            self.tts,
+            Voices(self.tts, config.audio.tts_voices),
+            repeat_full_max_s=config.audio.repeat_full_max_s,
         )
         self._unsynced_alerts: set[str] = set()
         self._speaker_tests: dict[str, str] = {}
@@ -308,7 +318,8 @@ class Intake:
             self._receipt(alert.id, "rejected", {"reason": "from_future"})
             return
         try:
-            speech = self._speech(alert, log_id(envelope.key, alert.id))
+            cap = envelope.payload if envelope.type == "cap" else None
+            speech = self._speech(alert, log_id(envelope.key, alert.id), cap_payload=cap)
         except (UnknownClip, BadAudio) as exc:
             reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
             self._receipt(alert.id, "rejected", {"reason": reason})
@@ -335,7 +346,7 @@ class Intake:
         alert: Alert,
         envelope: Envelope,
         synced: bool,
-        speech: Callable[[], bytes] | None,
+        speech: Speech | None,
     ) -> None:
         entry = log_id(envelope.key, alert.id)
         level = self._level_of(alert, envelope.key)
@@ -414,7 +425,7 @@ class Intake:
         alert: Alert,
         level: str,
         record: dict[str, Any],
-        speech: Callable[[], bytes] | None,
+        speech: Speech | None,
     ) -> Broadcast:
         audio = self.config.audio
         tone = alert.tone or audio.default_tone[level]  # type: ignore[index]
@@ -441,8 +452,8 @@ class Intake:
         return expires_ms if self.clock.synced() else None
 
     def _speech(
-        self, alert: Alert, entry: str, *, check: bool = True
-    ) -> Callable[[], bytes] | None:
+        self, alert: Alert, entry: str, *, check: bool = True, cap_payload: bytes | None = None
+    ) -> Speech | None:
         """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
 
         Clips and inline audio are decoded now (`check`), so that a bad one is `rejected`
@@ -461,7 +472,10 @@ class Intake:
                 load_clip(clips, alert.clip, rate)
             clip = alert.clip
             return lambda: load_clip(clips, clip, rate)
-        return self._tts(alert.text) if alert.text.strip() else None
+        if not alert.text.strip():
+            return None
+        parts = speech_parts(cap_payload) if cap_payload is not None else None
+        return self._tts(alert.text, alert.language, parts)
 
     def _inline_audio(self, entry: str) -> bytes:
         """The inline WAV of an accepted alert, read back from its alert-log entry."""
@@ -471,14 +485,16 @@ class Intake:
             raise BadAudio(f"the inline audio of {entry} is no longer in the alert log")
         return alert.audio.data
 
-    def _tts(self, text: str) -> Callable[[], bytes]:
+    def _tts(
+        self, text: str, language: str = "zh-CN", parts: tuple[str, str, str] | None = None
+    ) -> Speech:
         if self.config.audio.tts == "none":
 
             def unavailable() -> bytes:
                 raise TtsUnavailable('audio.tts = "none": the station cannot speak text')
 
             return unavailable
-        return lambda: self.tts.render(text)
+        return self.speaker.stream(SpeechText(text, language, parts))
 
     # -- local alarms ------------------------------------------------------------------------
 
@@ -522,7 +538,7 @@ class Intake:
             if record.get("clip"):
                 clips, clip, rate = self.config.audio.clips_dir, str(record["clip"]), self.rate
                 load_clip(clips, clip, rate)  # refused now if it is missing or bad
-                speech: Callable[[], bytes] | None = lambda: load_clip(clips, clip, rate)  # noqa: E731
+                speech: Speech | None = lambda: load_clip(clips, clip, rate)  # noqa: E731
             else:
                 speech = self._tts(str(record["text"]))
         except (UnknownClip, BadAudio) as exc:
@@ -565,7 +581,8 @@ class Intake:
                 continue
             try:
                 alert = self._stored_alert(record)
-                speech = self._speech(alert, broadcast_id, check=False)  # checked on acceptance
+                cap = alert_log.stored_payload(record) if record.get("format") == "cap" else None
+                speech = self._speech(alert, broadcast_id, check=False, cap_payload=cap)
             except Exception as exc:  # the stored alert was valid when accepted
                 log.error("cannot resume %s: %s", broadcast_id, exc)
                 self.store.set_alert_state(broadcast_id, "failed")

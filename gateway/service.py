@@ -167,6 +167,7 @@ class Station:
         if self.microphone is not None:
             self.microphone.close()
         self.queue.close()
+        self.intake.tts.close()  # the spare speech engines (audio/engine_spares.py)
         self.amp.close()
         self.player.close()
         self.intake.stop()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from audio.broadcast_queue import Broadcast
+from audio.broadcast_queue import Speech as BroadcastSpeech
 from audio.clips import BadAudio, UnknownClip
 from gateway.clock import StationClock
 from gateway.programmes.book import ProgrammeBook
@@ -35,7 +36,7 @@ GRACE_MS = 1000
 #: States of a programme in the alert log that mean "not finished".
 UNFINISHED = ("received", "queued", "playing", "interrupted")
 
-Speech = Callable[[ItemBase], Callable[[], bytes] | None]
+Speech = Callable[[ItemBase], BroadcastSpeech | None]
 Receipt = Callable[[str, str, dict[str, Any]], None]
 
 

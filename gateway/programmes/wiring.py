@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from audio.broadcast_queue import BroadcastQueue
+from audio.broadcast_queue import BroadcastQueue, Speech
 from audio.clips import decode_wav, load_clip
 from gateway.clock import StationClock
 from gateway.config import Config
@@ -24,10 +24,10 @@ from gateway.scope import authorised
 from gateway.store import Store
 
 
-def item_speech(config: Config, intake: Intake) -> Callable[[ItemBase], Callable[[], bytes] | None]:
+def item_speech(config: Config, intake: Intake) -> Callable[[ItemBase], Speech | None]:
     """What an item says: inline audio, else a clip, else its text through TTS (as alerts)."""
 
-    def speech(item: ItemBase) -> Callable[[], bytes] | None:
+    def speech(item: ItemBase) -> Speech | None:
         audio = item.inline_audio()
         if audio is not None:
             pcm = decode_wav(audio.data, intake.rate)
