@@ -2,7 +2,7 @@
 
 Everything that makes sound goes through one ``BroadcastQueue`` — central
 alerts, local alarms, the speaker test — so that nothing else can take the
-loudspeakers and the order is always PROTOCOL.md §9:
+loudspeakers and the order is always docs/protocol.md §9:
 
 - priority ``red`` > ``orange`` > ``yellow`` > ``blue`` > ``mic`` (the village
   microphone) > ``routine`` (scheduled programmes); at equal level a central
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 LEVELS = ("red", "orange", "yellow", "blue", "mic", "routine")
 """Broadcast levels, highest first: the four warning levels, the microphone, programmes."""
 DEFAULT_MAX_QUEUE = 32
-"""Broadcasts that may wait at most (``audio.max_queue``, PROTOCOL.md §9)."""
+"""Broadcasts that may wait at most (``audio.max_queue``, docs/protocol.md §9)."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
 Speech = Callable[[], bytes] | SpeechStream
@@ -333,7 +333,7 @@ class BroadcastQueue:
         return next((e for e in self._entries() if e.b.id == broadcast_id), None)
 
     def _make_room(self, entry: _Entry) -> bool:
-        """At most ``max_queue`` wait (PROTOCOL.md §9): past that the lowest-priority one of
+        """At most ``max_queue`` wait (docs/protocol.md §9): past that the lowest-priority one of
         them and `entry` is refused, ``rejected`` with ``queue_full``. False if it is `entry`."""
         if len(self._pending) < self._max_queue:
             return True

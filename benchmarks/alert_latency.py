@@ -1,6 +1,6 @@
 """Central alert publish → first sound chunk handed to PyAudio's ``stream.write()``.
 
-Why this script exists: DESIGN.md § Targets promises that the alert path adds nothing
+Why this script exists: docs/performance.md § Targets promises that the alert path adds nothing
 a listener could notice — at most 15 ms at p50 and 50 ms at p99 from the moment the
 centre publishes a signed alert (a clip, no tone, amplifier warm-up 0) to the moment
 the station hands the first chunk of sound to the audio device. This measures exactly

@@ -1,6 +1,6 @@
 """Quick figures for the audio path: how long from submit to the first sound chunk.
 
-Why this script exists: DESIGN.md § Targets allows 15 ms (p50) from alert publish to
+Why this script exists: docs/performance.md § Targets allows 15 ms (p50) from alert publish to
 the first sound chunk handed to PyAudio's ``stream.write()``. This measures the audio
 package's share of that budget — ``BroadcastQueue.submit()`` of a clip broadcast (no
 tone, warm-up 0, the amplifier relay on a MockFactory pin) to the Player's

@@ -1,7 +1,7 @@
 """The long fault run (issue 7): every scenario of the fault suite at full size, plus a soak.
 
 Why this script exists: tests/faults/ runs each scenario small enough for CI; this runs them at
-the sizes DESIGN.md and issue 7 name, and the soak that only makes sense over an hour:
+the sizes docs/faults.md and issue 7 name, and the soak that only makes sense over an hour:
 
     python benchmarks/chaos.py                      # everything, about 80 minutes
     python benchmarks/chaos.py --minutes 5          # the soak shortened to 5 minutes

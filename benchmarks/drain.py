@@ -1,6 +1,6 @@
 """Ingest and drain: N readings into the store, then the real service sends them to the centre.
 
-Why this module exists: five figures of DESIGN.md § Targets come from one bulk run —
+Why this module exists: five figures of docs/performance.md § Targets come from one bulk run —
 
 * ingest, durable readings/s (benchmarks/ingest.py, a process of its own);
 * drain, readings/s at QoS 1 to a loopback Mosquitto, counted by the centre's subscriber

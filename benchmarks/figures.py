@@ -1,4 +1,4 @@
-"""The targets table of DESIGN.md § Targets, as data: what each figure is, its target, the rival.
+"""The targets table of docs/performance.md § Targets, as data: what each figure is, its target, the rival.
 
 Why this module exists: the suite prints and writes every figure against its target and beside
 the ThingsBoard IoT Gateway 3.8.5 column of the design (measured on the same machine by the

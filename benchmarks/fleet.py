@@ -1,6 +1,6 @@
 """The fleet figures: per-alert CPU, N stations under one alert, a broker restart, a crash loop.
 
-Why this module exists: DESIGN.md § Targets measures what every village speaking at once costs
+Why this module exists: docs/performance.md § Targets measures what every village speaking at once costs
 (issue 17). The stations are real `cunxiang run` processes (harness/fleet.py) on one private
 Mosquitto whose log is stamped as it is written (harness/broker.py):
 

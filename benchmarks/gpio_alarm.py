@@ -1,6 +1,6 @@
 """Smoke detector edge → local alarm event durable: the latency of the station's own alarm path.
 
-Why this module exists: DESIGN.md § Targets allows 50 ms (p99) from the smoke detector's relay
+Why this module exists: docs/performance.md § Targets allows 50 ms (p99) from the smoke detector's relay
 closing to the alarm event being committed. This runs a whole `Station` in-process (the same
 object `cunxiang run` builds) with ten simulated sensors at 1 Hz, a smoke detector on a
 ``gpio_contact`` pin (gpiozero MockFactory) and an ``active = true`` rule, connected to a

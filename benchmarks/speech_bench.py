@@ -1,7 +1,7 @@
 """The speech figures: a cold text alert's first sound, and how long real CAP messages hold the air.
 
 Why this module exists: most real alerts carry text, not a recorded clip, and
-have no pre-tone to hide speech synthesis behind (DESIGN.md § Targets). The clip
+have no pre-tone to hide speech synthesis behind (docs/performance.md § Targets). The clip
 figure (benchmarks/alert_latency.py) never renders speech; this one does:
 
 - ``text_first_sound``: a central JSON alert with three sentences of Chinese

@@ -1,6 +1,6 @@
 """Medians, spreads and percentiles, the way every figure of the suite is summarised.
 
-Why this module exists: DESIGN.md asks for the median of several runs with its spread, and the
+Why this module exists: docs/performance.md asks for the median of several runs with its spread, and the
 latency figures are percentiles of many samples within a run; one definition of each keeps the
 table consistent.
 """

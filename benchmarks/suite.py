@@ -1,6 +1,6 @@
 """``python -m benchmarks``: measure every figure of the targets table, print it, write JSON.
 
-Why this module exists: DESIGN.md § Targets defines how good the station is in figures; this is
+Why this module exists: docs/performance.md § Targets defines how good the station is in figures; this is
 the one command that measures all of them on the machine it runs on (medians of several runs
 with their spread), prints the table beside the targets and the ThingsBoard IoT Gateway 3.8.5
 column of the design, and writes the same as JSON under benchmarks/results/ (gitignored).
@@ -342,7 +342,7 @@ def run(
         if FIGURE_SECTION[figure.key] in only
     ]
     return {
-        "suite": "cunxiang benchmarks (DESIGN.md § Targets)",
+        "suite": "cunxiang benchmarks (docs/performance.md § Targets)",
         "mode": mode,
         "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

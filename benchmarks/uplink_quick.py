@@ -1,6 +1,6 @@
 """Quick figures for the store and the uplink: ingest rate, drain rate, flash bytes and CPU per reading.
 
-Why this script exists: DESIGN.md § Targets sets ingest ≥ 100,000 durable readings/s, drain
+Why this script exists: docs/performance.md § Targets sets ingest ≥ 100,000 durable readings/s, drain
 ≥ 300,000 readings/s to a loopback broker at QoS 1 with nothing lost or doubled, ≤ 120 bytes
 written per reading and ≤ 20 µs CPU per reading. This measures those on this machine with a
 private Mosquitto, in a few seconds; the full benchmark suite comes later.

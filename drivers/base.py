@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 _P = TypeVar("_P")  # an open port or instrument
 
-#: Numeric quantities (PROTOCOL.md §4) and the range a working sensor can report. Levels are
+#: Numeric quantities (docs/protocol.md §4) and the range a working sensor can report. Levels are
 #: relative to the gauge's zero (depth or stage), not an elevation above sea level.
 PHYSICAL_RANGE: dict[str, tuple[float, float]] = {
     "co_ppm": (0.0, 1000.0),
@@ -45,11 +45,11 @@ BOOLEAN_QUANTITIES: frozenset[str] = frozenset({"smoke", "water_present", "mains
 #: What a quantity name may look like (drivers may add quantities beyond the two tables above).
 QUANTITY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
-#: Flags a reading may carry (PROTOCOL.md §4); the gateway adds ``clock_unsynced`` itself.
+#: Flags a reading may carry (docs/protocol.md §4); the gateway adds ``clock_unsynced`` itself.
 FLAG_OUT_OF_RANGE = "out_of_range"
 FLAG_ESTIMATED = "estimated"
 
-#: Health reasons drivers use (PROTOCOL.md §5 ``sensor_fault``).
+#: Health reasons drivers use (docs/protocol.md §5 ``sensor_fault``).
 REASON_NO_DATA = "no_data"
 REASON_BAD_FRAMES = "bad_frames"
 REASON_PORT_UNAVAILABLE = "port_unavailable"

@@ -11,7 +11,7 @@ Frame: one UTF-8 JSON object terminated by ``\\n`` (a ``\\r`` before it is ignor
     {"q": "water_present", "v": false}
     {"q": "battery_v", "v": 3.71, "flags": ["estimated"]}
 
-- ``q``: the quantity, ``[a-z][a-z0-9_]{0,63}``; PROTOCOL.md §4 names are checked (boolean
+- ``q``: the quantity, ``[a-z][a-z0-9_]{0,63}``; docs/protocol.md §4 names are checked (boolean
   quantities need ``true``/``false``, numeric ones a finite number), others are passed through.
 - ``v``: a finite number or a boolean.
 - ``flags`` (optional): only ``"estimated"`` is meaningful from a node.

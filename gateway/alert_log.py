@@ -1,7 +1,7 @@
 """The alert log within the storage budget: compact finished alerts, forget ancient ids.
 
 Why this module exists: every accepted alert is logged (gateway/store.py, table ``alerts``) so
-that a restart resumes it and a replayed id never plays twice (PROTOCOL.md §6.1, §9). Kept as
+that a restart resumes it and a replayed id never plays twice (docs/protocol.md §6.1, §9). Kept as
 it arrived, one CAP alert with a few MiB of inline audio is a few MiB of database for ever, and
 the budget could only make room by deleting unsent readings. So:
 

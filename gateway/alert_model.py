@@ -1,4 +1,4 @@
-"""The alert a station acts on (PROTOCOL.md §6.1), its JSON form, areas and time checks.
+"""The alert a station acts on (docs/protocol.md §6.1), its JSON form, areas and time checks.
 
 Both wire forms of an alert — the JSON of §6.1 and CAP (gateway/cap.py) — end
 as one `Alert`, so the broadcast side never knows which one arrived. A payload
@@ -40,11 +40,11 @@ CLIP_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 AREA_LENGTHS: tuple[int, ...] = (2, 4, 6, 9, 12)
 ALL_AREAS = "all"
 ID_MAX_CHARS = 128
-#: The language of `text` (BCP 47, PROTOCOL.md §6.1): picks the speech voice.
+#: The language of `text` (BCP 47, docs/protocol.md §6.1): picks the speech voice.
 DEFAULT_LANGUAGE = "zh-CN"
 LANGUAGE_TAG = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,8}$"
 
-# Reason codes a payload can fail with (PROTOCOL.md §7), most general first.
+# Reason codes a payload can fail with (docs/protocol.md §7), most general first.
 PAYLOAD_REASONS: tuple[str, ...] = (
     "bad_payload",
     "unsupported_status",
@@ -62,7 +62,7 @@ WAV_MAX_RATE = 192_000
 class PayloadError(Exception):
     """A verified payload that is not a valid alert or command.
 
-    `reason` is a PROTOCOL.md §7 reason code; `alert_id` is the message's id
+    `reason` is a docs/protocol.md §7 reason code; `alert_id` is the message's id
     when it could be read (send a `rejected` receipt), else None (send a
     `downlink_rejected` event).
     """
@@ -75,7 +75,7 @@ class PayloadError(Exception):
 
 
 def is_valid_id(value: object) -> bool:
-    """True for 1–128 printable characters (PROTOCOL.md §6.1)."""
+    """True for 1–128 printable characters (docs/protocol.md §6.1)."""
     return isinstance(value, str) and 0 < len(value) <= ID_MAX_CHARS and value.isprintable()
 
 
@@ -158,7 +158,7 @@ def parse_inline_audio(value: object) -> InlineAudio:
 
 
 class Alert(BaseModel):
-    """One alert, whichever wire form it came in (PROTOCOL.md §6.1)."""
+    """One alert, whichever wire form it came in (docs/protocol.md §6.1)."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
@@ -281,7 +281,7 @@ def readable_id(payload: bytes) -> str | None:
 
 
 def parse_alert_json(payload: bytes) -> Alert:
-    """Parse a verified JSON alert payload (PROTOCOL.md §6.1) or raise PayloadError."""
+    """Parse a verified JSON alert payload (docs/protocol.md §6.1) or raise PayloadError."""
     from gateway.payload_limits import check_json_payload  # it builds on this module
 
     check_json_payload(payload)

@@ -1,4 +1,4 @@
-"""Answered once (PROTOCOL.md §6): a verified message already answered gets no new answer.
+"""Answered once (docs/protocol.md §6): a verified message already answered gets no new answer.
 
 Why this module exists: every verified message that is wrong — expired, for another area,
 from the future, naming an unknown clip — is answered with a receipt, and receipts are
@@ -26,7 +26,7 @@ from gateway.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 
-#: PROTOCOL.md §6: at least the last 10,000 answers and at least those of the last 24 h.
+#: docs/protocol.md §6: at least the last 10,000 answers and at least those of the last 24 h.
 KEEP_ANSWERS = 10_000
 KEEP_MS = 24 * 3_600_000
 #: Answers added between two trims of the table.

@@ -1,4 +1,4 @@
-"""CAP 1.1/1.2 XML alerts in, and out for the centre tool (PROTOCOL.md §6.2).
+"""CAP 1.1/1.2 XML alerts in, and out for the centre tool (docs/protocol.md §6.2).
 
 Real feeds are untidy and some are hostile, so the parser is defusedxml over
 the standard library's expat with DTDs, entities and external references all
@@ -250,7 +250,7 @@ def speech_parts(payload: bytes) -> tuple[str, str, str] | None:
     """The chosen `<info>`'s (headline, description, instruction), for the speech.
 
     Its repeats say only the headline and the instruction when the whole is long
-    (PROTOCOL.md §9). None when the payload has no `<info>` or cannot be read.
+    (docs/protocol.md §9). None when the payload has no `<info>` or cannot be read.
     """
     try:
         root = _parse_xml(payload)

@@ -1,4 +1,4 @@
-"""The county centre's side of PROTOCOL.md: build, sign and publish an alert, collect receipts.
+"""The county centre's side of docs/protocol.md: build, sign and publish an alert, collect receipts.
 
 This is what `cunxiang alert send` runs, and how tests and docs drive a
 station. It has its own small paho client (the station's sync module is a

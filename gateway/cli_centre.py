@@ -1,7 +1,7 @@
 """Command-line face of the centre tool: `cunxiang keygen`, `alert send` and `command send`.
 
 These are plain click commands; gateway/cli.py registers them on the main
-`cunxiang` group (DESIGN.md command table).
+`cunxiang` group (README command table).
 """
 
 from __future__ import annotations

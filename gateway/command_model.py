@@ -1,4 +1,4 @@
-"""Commands from the centre (PROTOCOL.md §8): the payload of a `command` envelope.
+"""Commands from the centre (docs/protocol.md §8): the payload of a `command` envelope.
 
 Commands get the same id and time checks as alerts (`check_time` in
 gateway/alert_model.py works on both). Revision 2 binds each command to its

@@ -5,7 +5,7 @@ mistake: every section, sensor and rule is validated on its own, every problem
 is collected with the file, the line (where one can be found), the key path
 (`sensors[2] ("river").port`), what was wrong and what is allowed, and then all
 of them are reported at once (as Mopidy does). Unknown keys are errors, so a
-typo cannot silently disable an alarm. CONFIG.md is the reference.
+typo cannot silently disable an alarm. docs/config.md is the reference.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class _Section(BaseModel):
 
 
 class StationConfig(_Section):
-    """Identity of the station (PROTOCOL.md §1)."""
+    """Identity of the station (docs/protocol.md §1)."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{2,63}$", description="unique station id")
     area: str = Field(pattern=r"^[0-9]{12}$", description="12-digit area code of the village")
@@ -170,7 +170,7 @@ class AudioConfig(_Section):
 
 
 class MicrophoneConfig(_Section):
-    """The village microphone: a PyAudio input and a push-to-talk button (PROTOCOL.md §11)."""
+    """The village microphone: a PyAudio input and a push-to-talk button (docs/protocol.md §11)."""
 
     device: str | int = "default"
     ptt_pin: BcmPin
@@ -315,7 +315,7 @@ class RuleBroadcast(_Section):
 
 
 class RuleConfig(_Section):
-    """A local alarm rule (PROTOCOL.md §9)."""
+    """A local alarm rule (docs/protocol.md §9)."""
 
     name: str = Field(pattern=NAME_PATTERN)
     sensor: str

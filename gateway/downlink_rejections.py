@@ -1,4 +1,4 @@
-"""Rate limiting of `downlink_rejected` events (PROTOCOL.md §5).
+"""Rate limiting of `downlink_rejected` events (docs/protocol.md §5).
 
 Forged or broken downlink can arrive as fast as a broker delivers it. The
 first rejection of a reason is reported at once and opens a one-minute
@@ -7,7 +7,7 @@ one event published when the window ends, with `count` (how many messages it
 stands for) and the `topic`, `key` and `payload_sha256` of the last one.
 
 Memory is bounded whatever arrives: state is kept per reason code, and the
-reason codes are the fixed vocabulary of PROTOCOL.md §7.
+reason codes are the fixed vocabulary of docs/protocol.md §7.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Signed downlink envelopes (PROTOCOL.md §6): the only door a downlink message has.
+"""Signed downlink envelopes (docs/protocol.md §6): the only door a downlink message has.
 
 A downlink MQTT payload is a small JSON object carrying a base64 payload and an
 Ed25519 signature over ``b"cx1:" + type + b":" + payload`` (revision 2: the

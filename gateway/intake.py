@@ -4,7 +4,7 @@ This is the only door to the loudspeakers from the network. Every message goes
 through `open_envelope` (size, trust list, Ed25519 signature) before anything
 looks at its payload; only then is it parsed, matched against the station's
 area, checked for time and replay, and handed to the broadcast queue. Whatever
-fails is answered as PROTOCOL.md §6–§8 prescribe — a `downlink_rejected` event
+fails is answered as docs/protocol.md §6–§8 prescribe — a `downlink_rejected` event
 for an envelope failure, a `rejected`/`expired` receipt for a verified payload
 that is wrong — and never makes a sound.
 
@@ -193,7 +193,7 @@ class Intake:
                 self.answered.add(*answer)
 
     def _answered_before(self, envelope: Envelope) -> bool:
-        """Answered once (PROTOCOL.md §6): an identical verified message gets no new answer."""
+        """Answered once (docs/protocol.md §6): an identical verified message gets no new answer."""
         digest = hashlib.sha256(envelope.payload).digest()
         earlier = self.answered.answered(envelope.key, digest)
         if earlier is None:
@@ -401,7 +401,7 @@ class Intake:
         return found
 
     def _level_of(self, alert: Alert, key: str) -> str:
-        """An update or cancel plays at the level of the alert it replaces (PROTOCOL.md §6.1)."""
+        """An update or cancel plays at the level of the alert it replaces (docs/protocol.md §6.1)."""
         if alert.msg_type == "alert":
             return alert.level
         levels = [str(record["level"]) for _, record in self._referenced(alert, key)]
@@ -454,7 +454,7 @@ class Intake:
     def _speech(
         self, alert: Alert, entry: str, *, check: bool = True, cap_payload: bytes | None = None
     ) -> Speech | None:
-        """What to say: inline audio, else a clip, else text through TTS (PROTOCOL.md §6.1).
+        """What to say: inline audio, else a clip, else text through TTS (docs/protocol.md §6.1).
 
         Clips and inline audio are decoded now (`check`), so that a bad one is `rejected`
         before anything plays, and the result dropped: a queued broadcast waits as its
@@ -512,7 +512,7 @@ class Intake:
         return f"local:{rule}:{self._local_n}"
 
     def local_broadcast(self, event: RuleEvent, broadcast_id: str) -> None:
-        """A rule's alarm plays its broadcast (PROTOCOL.md §9), network or not."""
+        """A rule's alarm plays its broadcast (docs/protocol.md §9), network or not."""
         spec = event.broadcast
         if spec is None:
             return
@@ -603,7 +603,7 @@ class Intake:
     # -- progress from the broadcast queue ---------------------------------------------------
 
     def on_broadcast_status(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
-        """A receipt for every step (PROTOCOL.md §7); speaker tests answer their command."""
+        """A receipt for every step (docs/protocol.md §7); speaker tests answer their command."""
         if broadcast_id in self._speaker_tests:  # not by prefix: an alert id may look alike
             self._speaker_test_done(broadcast_id, status, extra)
             return

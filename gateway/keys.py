@@ -2,7 +2,7 @@
 
 The centre signs with a private key kept in a PEM PKCS#8 file (mode 0600);
 stations trust the raw 32-byte public key, written in base64 in their
-`security.trusted_keys` (CONFIG.md).
+`security.trusted_keys` (docs/config.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Limits a verified payload must keep before it is parsed for good (PROTOCOL.md §6.1, §6.2, §8).
+"""Limits a verified payload must keep before it is parsed for good (docs/protocol.md §6.1, §6.2, §8).
 
 Why this module exists: a signature says who sent a message, not that its content is sane,
 and a centre's software (or a captured-and-replayed message of it) can carry anything the
@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.alert_model import PayloadError, is_valid_id, readable_id
 
-#: PROTOCOL.md §6.1: an update or cancel names at most this many alerts.
+#: docs/protocol.md §6.1: an update or cancel names at most this many alerts.
 MAX_REFERENCES = 100
 #: Seqs are SQLite integers: 0 <= seq < 2**63.
 MAX_SEQ = 2**63 - 1

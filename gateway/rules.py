@@ -1,4 +1,4 @@
-"""Local alarm rules (PROTOCOL.md §9): readings in, ``alarm`` / ``alarm_cleared`` events out.
+"""Local alarm rules (docs/protocol.md §9): readings in, ``alarm`` / ``alarm_cleared`` events out.
 
 The engine is fed every `Reading` and `Health` as it arrives and answers at once with the events
 it causes, so a smoke contact closing becomes an alarm without any polling delay. `tick(now_ms)`

@@ -4,7 +4,7 @@ Everything here happens on one asyncio event loop. Drivers, the audio worker and
 paho run in their own threads and hand what they produce to the loop with
 `call_soon_threadsafe`; the loop decides what becomes a record, an event, a
 receipt or a broadcast. This is the only place with mutable state shared across
-the service (STYLE.md): every other module gets what it needs passed in.
+the service (the house style): every other module gets what it needs passed in.
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ class Station:
     # -- what flows out --------------------------------------------------------------------
 
     def state_fields(self) -> dict[str, Any]:
-        """The PROTOCOL.md §3 state object (without `online`, which sync sets)."""
+        """The docs/protocol.md §3 state object (without `online`, which sync sets)."""
         return protocol_state(live_status(self, detail=False))
 
     def time_floor_ts(self) -> int | None:

@@ -2,7 +2,7 @@
 
 Why this module exists: a village station loses its uplink for hours or days (a cut fibre, a
 county broker restart, a power cut) and must still deliver every record afterwards, once, in
-order, with a ``seq`` the centre can check for gaps (PROTOCOL.md §4). This is one SQLite file in
+order, with a ``seq`` the centre can check for gaps (docs/protocol.md §4). This is one SQLite file in
 WAL mode:
 
 * Readings are buffered in memory and committed in groups, at the latest every
@@ -122,7 +122,7 @@ class ReadingLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """One stored record as it goes on the wire (PROTOCOL.md §4, §5, §7)."""
+    """One stored record as it goes on the wire (docs/protocol.md §4, §5, §7)."""
 
     seq: int
     kind: RecordKind
@@ -599,7 +599,7 @@ class Store:
         return chan
 
     def add_event(self, type_: str, fields: Mapping[str, object], ts: int | None = None) -> Stored:
-        """Commit one event (PROTOCOL.md §5) now: `Stored` with its seq, or held in memory.
+        """Commit one event (docs/protocol.md §5) now: `Stored` with its seq, or held in memory.
 
         Held means the database cannot be written right now (disk full): the event is kept
         and committed, in order, as soon as writing works again.
@@ -625,7 +625,7 @@ class Store:
         *,
         defer: bool = False,
     ) -> Stored:
-        """Commit one alert receipt (PROTOCOL.md §7) now; `Stored` as for `add_event`.
+        """Commit one alert receipt (docs/protocol.md §7) now; `Stored` as for `add_event`.
 
         With `defer` it rides with the next commit instead (the next receipt or event, or the
         committer's within ``commit_interval_s``), before anything committed later; it has no
@@ -1032,7 +1032,7 @@ class Store:
 
         Committed before it returns. If the disk is full the alert is kept in memory (and still
         de-duplicated) until it can be written. With `received`, the alert's ``received``
-        receipt (PROTOCOL.md §7, these fields, naming `receipt_id` or else `alert_id`) is
+        receipt (docs/protocol.md §7, these fields, naming `receipt_id` or else `alert_id`) is
         committed in the same transaction: one fsync on the way to the first sound instead of
         two (docs/performance.md).
         """
@@ -1158,7 +1158,7 @@ class Store:
         return items[:n]
 
     def recent_receipts(self, n: int) -> list[dict[str, Any]]:
-        """The `n` newest committed receipts (PROTOCOL.md §7, with seq and ts), newest first."""
+        """The `n` newest committed receipts (docs/protocol.md §7, with seq and ts), newest first."""
         with self._read_lock:
             return recent_receipts(self._reader_db, n)
 

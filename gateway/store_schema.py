@@ -9,7 +9,7 @@ ours (another program's SQLite file, or a file from a newer release) is refused,
 Layout (version 1):
 
 ``outbox``
-    Every uplink record, append-only. ``seq`` is the record's sequence number of PROTOCOL.md §4;
+    Every uplink record, append-only. ``seq`` is the record's sequence number of docs/protocol.md §4;
     AUTOINCREMENT keeps it from ever being reused, even after the newest rows are deleted.
     ``kind`` is 0 for a reading, 1 for an event, 2 for a receipt. Readings are stored compactly
     (about 25 bytes a row): ``chan`` points at the (sensor, quantity, flags) triple in
@@ -95,7 +95,7 @@ CREATE TABLE programmes (
 """
 
 #: Migration N (1-based) brings a database from version N-1 to version N. Append only.
-#: Version 3: the "answered once" log of PROTOCOL.md §6 (gateway/answered.py): one row per
+#: Version 3: the "answered once" log of docs/protocol.md §6 (gateway/answered.py): one row per
 #: verified message the station answered, by (key, payload SHA-256), with the id it named.
 _V3_ANSWERED = """
 CREATE TABLE answered (

@@ -2,7 +2,7 @@
 
 Why this module exists: it is the only place that knows MQTT (the one module that imports paho,
 as aiomqtt is a thin layer over it). The rest of the station sees "records committed to the
-store will reach the centre" and "here is a downlink message". PROTOCOL.md §2–§5 is the
+store will reach the centre" and "here is a downlink message". docs/protocol.md §2–§5 is the
 contract; this is how it is kept:
 
 * One paho client per connection attempt, run by a thread of our own (`_Link`) with its own
@@ -62,7 +62,7 @@ from gateway.store import OutboxReader, OutboxRecord, Store, now_ms
 
 log = logging.getLogger(__name__)
 
-#: Largest telemetry payload (PROTOCOL.md §4).
+#: Largest telemetry payload (docs/protocol.md §4).
 MAX_BATCH_BYTES = 256 * 1024
 #: How long the link thread sleeps in select() when there is nothing to do.
 POLL_S = 0.5
@@ -96,7 +96,7 @@ _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 @dataclass(frozen=True)
 class Topics:
-    """The topics of one station (PROTOCOL.md §2)."""
+    """The topics of one station (docs/protocol.md §2)."""
 
     state: str
     telemetry: str
@@ -123,7 +123,7 @@ def reason_text(code: ReasonCode | int) -> str:
 
 
 def area_path(area: str) -> list[str]:
-    """The area codes an alert may address this station by (PROTOCOL.md §1)."""
+    """The area codes an alert may address this station by (docs/protocol.md §1)."""
     return [area[:length] for length in (2, 4, 6, 9, 12)]
 
 

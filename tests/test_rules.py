@@ -1,4 +1,4 @@
-"""Local alarm rules (PROTOCOL.md §9): thresholds, hysteresis, for_s, faults, broadcasts."""
+"""Local alarm rules (docs/protocol.md §9): thresholds, hysteresis, for_s, faults, broadcasts."""
 
 from __future__ import annotations
 

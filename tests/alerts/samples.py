@@ -1,4 +1,4 @@
-"""Sample alerts, keys and audio for the alert tests (PROTOCOL.md §6.1 example)."""
+"""Sample alerts, keys and audio for the alert tests (docs/protocol.md §6.1 example)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def make_wav(frames: int = 800, rate: int = 16_000, channels: int = 1) -> bytes:
 
 
 def alert_fields(**changes: Any) -> dict[str, Any]:
-    """The PROTOCOL.md §6.1 example alert, valid now, with `changes` applied."""
+    """The docs/protocol.md §6.1 example alert, valid now, with `changes` applied."""
     now = datetime.now(CST).replace(microsecond=0)
     fields: dict[str, Any] = {
         "id": "371581-20260701-0007",

@@ -1,4 +1,4 @@
-"""JSON alerts (PROTOCOL.md §6.1): every field's rule and the reason a bad one gets."""
+"""JSON alerts (docs/protocol.md §6.1): every field's rule and the reason a bad one gets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Area matching on the area path (PROTOCOL.md §1) and the §6.1 time checks."""
+"""Area matching on the area path (docs/protocol.md §1) and the §6.1 time checks."""
 
 from __future__ import annotations
 

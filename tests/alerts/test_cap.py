@@ -1,4 +1,4 @@
-"""CAP 1.1/1.2 intake (PROTOCOL.md §6.2) on the real vectors, our own, and hostile documents."""
+"""CAP 1.1/1.2 intake (docs/protocol.md §6.2) on the real vectors, our own, and hostile documents."""
 
 from __future__ import annotations
 

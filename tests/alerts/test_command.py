@@ -1,4 +1,4 @@
-"""Commands (PROTOCOL.md §8): the four commands, their arguments, and what is refused."""
+"""Commands (docs/protocol.md §8): the four commands, their arguments, and what is refused."""
 
 from __future__ import annotations
 

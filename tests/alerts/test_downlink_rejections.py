@@ -1,4 +1,4 @@
-"""`downlink_rejected` folding (PROTOCOL.md §5) over a simulated minute."""
+"""`downlink_rejected` folding (docs/protocol.md §5) over a simulated minute."""
 
 from __future__ import annotations
 

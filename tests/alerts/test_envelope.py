@@ -1,4 +1,4 @@
-"""Signed envelopes (PROTOCOL.md §6): what verifies, and the reason for everything that does not."""
+"""Signed envelopes (docs/protocol.md §6): what verifies, and the reason for everything that does not."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docs/protocol/asyncapi.yaml stays in step with PROTOCOL.md §2 and with the code."""
+"""docs/protocol/asyncapi.yaml stays in step with docs/protocol.md §2 and with the code."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The broadcast queue end to end: real PyAudio into a captured ALSA file PCM, mock GPIO pin.
 
 Each test reads back the exact samples the amplifier would have received and
-the receipts the gateway would have sent (PROTOCOL.md §7, §9).
+the receipts the gateway would have sent (docs/protocol.md §7, §9).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Frames as the devices put them on the wire, kept beside the tests (rtl_433 style).
 
-ZE07-CO commands are verbatim from the Winsen datasheet (and CONFIG.md); the value frames follow
+ZE07-CO commands are verbatim from the Winsen datasheet (and docs/config.md); the value frames follow
 its byte layout, with checksums worked out by hand. The Modbus frames were captured between the
 driver and a pymodbus server for the "common Chinese map" (decimals at 0x0003, value at 0x0004),
 CRC-16/MODBUS low byte first.

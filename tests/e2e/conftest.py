@@ -1,6 +1,6 @@
 """A running station for end-to-end tests, seen the way the centre and the villagers see it.
 
-PROTOCOL.md §6–§9 is a promise about what is observable from outside: what the
+docs/protocol.md §6–§9 is a promise about what is observable from outside: what the
 centre receives on `cx/v1/station/<id>/#` and what reaches the loudspeakers. So
 these tests run the real `cunxiang run` in a subprocess (tests/support/station.py)
 against a private Mosquitto, with real PyAudio writing into an ALSA `file` PCM,

@@ -3,7 +3,7 @@
 The centre's view (receipts `received` → `queued` → `playing` → `played`, seq
 increasing, with `duration_s`) and the villagers' view (the capture holds the
 tone and the speech exactly, `repeat` times, with the repeat gap between) of
-PROTOCOL.md §6.1, §6.2 and §7, through `cunxiang run`.
+docs/protocol.md §6.1, §6.2 and §7, through `cunxiang run`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The amplifier relay around a central alert: on before the first sample, off after release.
 
-PROTOCOL.md §9: the amplifier (`audio.amp_pin`) is switched on before the first
+docs/protocol.md §9: the amplifier (`audio.amp_pin`) is switched on before the first
 sound and held `amp_warmup_s` before audio starts; it is switched off
 `amp_release_s` after the queue empties. A subprocess cannot share a gpiozero
 MockFactory with the test, so here the real `Station` runs in a thread of the

@@ -1,4 +1,4 @@
-"""Preemption, cancellation and updates through the running station (PROTOCOL.md §6.1, §7, §9).
+"""Preemption, cancellation and updates through the running station (docs/protocol.md §6.1, §7, §9).
 
 The clips are distinct tones, so the capture shows which message was heard
 when: a long quiet `blue` clip, a short loud `red` one and an `update` clip;
@@ -22,7 +22,7 @@ from tests.e2e.conftest import RATE, RECEIPT_TOPIC, Rig, occurrences, running_st
 BLUE = sine_pcm(440, 2.0, amplitude=0.2)
 RED = sine_pcm(1500, 0.3, amplitude=0.6)
 UPDATE = sine_pcm(900, 0.3, amplitude=0.5)
-#: Sound that may still come after a preempting alert arrives (PROTOCOL.md §9).
+#: Sound that may still come after a preempting alert arrives (docs/protocol.md §9).
 PREEMPT_LIMIT_S = 0.2
 CHUNK = 2 * round(0.02 * RATE)  # the player's 20 ms chunk, in bytes
 

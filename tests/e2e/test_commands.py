@@ -1,4 +1,4 @@
-"""Commands from the centre (PROTOCOL.md §8) answered by the running station.
+"""Commands from the centre (docs/protocol.md §8) answered by the running station.
 
 Each command is signed by the centre's key, published on
 `cx/v1/station/<id>/cmd`, and judged by its response on `…/cmd/res` and by what

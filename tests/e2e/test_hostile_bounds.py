@@ -1,6 +1,6 @@
 """Hostile but verified traffic costs a lookup, not a receipt, a log line or a crash (issue 12).
 
-Replays of one signed message are answered once (PROTOCOL.md §6), also across a restart;
+Replays of one signed message are answered once (docs/protocol.md §6), also across a restart;
 their log lines are folded per minute; the parser gaps the review found (undecodable CAP
 encodings, duplicate JSON keys, unbounded references, an out-of-range resend) are answered
 with a clear ``bad_payload``; and a newline in an unverified key name cannot forge a log line.

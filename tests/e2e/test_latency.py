@@ -1,4 +1,4 @@
-"""An alert reaches the audio device within DESIGN.md's 15 ms (p50) on a default Mosquitto.
+"""An alert reaches the audio device within the 15 ms (p50) guard of docs/performance.md on a default Mosquitto.
 
 benchmarks/alert_latency.py gives the full figures; this test guards the one
 that a listener would notice. The station runs in-process (`StationThread`) so

@@ -1,4 +1,4 @@
-"""Everything that must not play gets exactly what PROTOCOL.md §6–§7 prescribe, and silence.
+"""Everything that must not play gets exactly what docs/protocol.md §6–§7 prescribe, and silence.
 
 Each test sends one kind of bad downlink at the running station, then a `status`
 command as a barrier (downlink is handled in order, so when its answer arrives

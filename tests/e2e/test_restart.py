@@ -1,4 +1,4 @@
-"""A station killed mid-broadcast replays the unexpired alert from the start (PROTOCOL.md §9).
+"""A station killed mid-broadcast replays the unexpired alert from the start (docs/protocol.md §9).
 
 `cunxiang run` is SIGKILLed while an alert plays — no chance to save anything
 it had not committed — and started again on the same database. The loudspeaker

@@ -1,4 +1,4 @@
-"""Speech villagers understand: the message's language, a sensible length (PROTOCOL.md §9).
+"""Speech villagers understand: the message's language, a sensible length (docs/protocol.md §9).
 
 Through `cunxiang run`, a private broker and the ALSA capture: the real CAP
 messages (USGS, NWS, Environment Canada) play with `played` receipts whose

@@ -1,4 +1,4 @@
-"""Alerts through `cunxiang run` when things are not as they should be (PROTOCOL.md §6.1, §7).
+"""Alerts through `cunxiang run` when things are not as they should be (docs/protocol.md §6.1, §7).
 
 - The station clock is not synced (`station.clock = "unsynced"`): an alert whose
   `sent` is ahead of the station's clock still plays — better a warning than

@@ -3,7 +3,7 @@
 SIGTERM: Mosquitto saves what it holds, so the centre must get every committed record without
 any help. SIGKILL: Mosquitto forgets messages it had already acknowledged to the station (the
 station then rightly treats them as delivered), so the centre finds gaps; it asks for them with
-the `resend` command (PROTOCOL.md §8) and afterwards nothing may be missing. The two are
+the `resend` command (docs/protocol.md §8) and afterwards nothing may be missing. The two are
 counted separately: the losses SIGKILL causes are the broker's, not the station's.
 """
 

@@ -4,7 +4,7 @@
 signatures, bit flips, unknown keys, oversized messages, signed XML bombs and external entities,
 bad statuses, times, clips and audio, wrong topics, replays of an accepted alert and an answered
 command) and one 5 MiB message. A control alert plays before the flood and another after it;
-the loudspeakers must get those two and nothing else. Each message must get what PROTOCOL.md
+the loudspeakers must get those two and nothing else. Each message must get what docs/protocol.md
 §6–§8 prescribe: the ``downlink_rejected`` counts per reason must add up to the envelope
 failures sent (the first of a reason at once with count 1, the rest folded — the fold window is
 shortened to 5 s here; `benchmarks/chaos.py` keeps the minute), every verified-but-wrong alert

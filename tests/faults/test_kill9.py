@@ -6,7 +6,7 @@ committed straight into the database, three simulated sensors ingest all the tim
 lives get a signed alert carrying its own audio. What the centre and the villagers must see
 afterwards: every seq ever committed, each carrying one record (no seq reused), the database
 passing `PRAGMA integrity_check` after every kill, every alert heard in full, and a broadcast
-cut by a kill played again from the start after the restart (PROTOCOL.md §9), and at most
+cut by a kill played again from the start after the restart (docs/protocol.md §9), and at most
 0.05 duplicates per committed record at the centre.
 """
 

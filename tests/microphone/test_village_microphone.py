@@ -2,7 +2,7 @@
 
 The station runs in this process (`StationThread`) so that the push-to-talk button can
 be a gpiozero MockFactory pin; its PyAudio records from an ALSA device that reads a
-prepared file (TESTING.md "A microphone that reads a file") and plays into the ALSA
+prepared file (docs/testing.md "A microphone that reads a file") and plays into the ALSA
 file capture; alerts still come signed through a private Mosquitto, and receipts and
 events are what the centre's subscriber gets.
 """

@@ -1,7 +1,7 @@
 """`cunxiang run` with one sensor of each type, each wired to a simulator, seen from the centre.
 
 The issue's "done" line for the drivers: readings, faults and alarms reach a
-subscriber at the centre exactly as PROTOCOL.md §4–§5 describe. Serial sensors
+subscriber at the centre exactly as docs/protocol.md §4–§5 describe. Serial sensors
 are pseudo-terminals carrying real frames; the Modbus transmitter is a real
 pymodbus RTU server over socat; GPIO pins are gpiozero's mock pins inside the
 service process (nothing outside can drive them, so they report their idle

@@ -1,4 +1,4 @@
-"""The centre hears each reason of a sensor fault, not only the first (PROTOCOL.md §5).
+"""The centre hears each reason of a sensor fault, not only the first (docs/protocol.md §5).
 
 A CO module that first sends corrupted frames and is then unplugged has two
 different problems for a technician: the centre must see `bad_frames`, then

@@ -1,4 +1,4 @@
-"""Capture what PyAudio plays, sample for sample, with no sound card (TESTING.md "Audio").
+"""Capture what PyAudio plays, sample for sample, with no sound card (docs/testing.md "Audio").
 
 The machines that run the tests have no sound card, and a mocked PyAudio would
 not show what the amplifier really gets. ALSA's ``file`` PCM plugin does: a
@@ -14,7 +14,7 @@ Usage in a test::
         player.close()                            # the file's tail appears at close
     assert cap.sound_runs(22050) == [...]
 
-For a service in a subprocess pass ``env=cap.env()``. Pitfalls (see TESTING.md):
+For a service in a subprocess pass ``env=cap.env()``. Pitfalls (see docs/testing.md):
 ``ALSA_CONFIG_PATH`` is read when ``PyAudio()`` is created, so set it first; the
 file lags the writes by a period or two until the stream is stopped or closed,
 so read it after that; the ``null`` sink does not pace, so never assert on
@@ -134,7 +134,7 @@ def write_alsa_config(
     """Write ``directory/asound.conf`` capturing the default output to ``directory/out.raw``.
 
     With ``mic``, the default device also records: its capture side reads that raw file
-    (16-bit LE at the stream's rate, then zeros; TESTING.md "A microphone that reads a file").
+    (16-bit LE at the stream's rate, then zeros; docs/testing.md "A microphone that reads a file").
     """
     directory.mkdir(parents=True, exist_ok=True)
     output = directory / "out.raw"

@@ -38,7 +38,7 @@ def hostile_downlink(
     """`messages` hostile downlink messages at the running station (tests/support/hostile.py).
 
     A control alert plays before the flood and another after it; nothing else may reach the
-    loudspeakers. Every message must get exactly what PROTOCOL.md §6–§8 prescribe: the
+    loudspeakers. Every message must get exactly what docs/protocol.md §6–§8 prescribe: the
     ``downlink_rejected`` counts per reason add up to the envelope failures sent (the first of
     a reason at once, with count 1), each verified-but-wrong alert gets its one receipt, each
     wrong command its error response, replays and other villages' alerts nothing. `window_s`
@@ -238,7 +238,7 @@ def _foreign_sound(station: FaultStation, allowed: list[bytes]) -> int:
 def surrogate_key(folder: Path, *, rate: float = 200.0) -> ScenarioResult:
     """A downlink envelope whose ``key`` is a lone surrogate escape, then a backlog and a restart.
 
-    PROTOCOL.md §6 makes this an ``unknown_key`` rejection: a ``downlink_rejected`` event, a log
+    docs/protocol.md §6 makes this an ``unknown_key`` rejection: a ``downlink_rejected`` event, a log
     line, nothing else. It arrives while a counting node's first readings are still buffered
     (commit interval 5 s); the broker then goes away so a backlog builds, the node stops, the
     service is restarted and the broker returns. What must hold: the rejection is recorded, no

@@ -1,7 +1,7 @@
 """Hostile downlink: forged, replayed, malformed, oversized and misdirected messages, and what each must cause.
 
 Someone will one day try to make a village's loudspeakers speak. `HostileDownlink` builds a
-seeded stream of messages a station must refuse, each with what PROTOCOL.md §6–§8 prescribe
+seeded stream of messages a station must refuse, each with what docs/protocol.md §6–§8 prescribe
 for it, so a test can send thousands and check the station's answers one by one:
 
 * ``event:<reason>`` — fails as an envelope (§6): a ``downlink_rejected`` event of that reason

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.support.station import STATION_ID, Centre, station_topic
 
 STATION_PREFIX = station_topic("")
-#: What a station publishes (PROTOCOL.md §2); its downlink topics (alert, cmd) are not followed.
+#: What a station publishes (docs/protocol.md §2); its downlink topics (alert, cmd) are not followed.
 UPLINK_KINDS = ("state", "telemetry", "event", "receipt", "cmd/res")
 
 

@@ -1,6 +1,6 @@
 """A private Mosquitto broker for tests, and a subscriber that collects what it sees.
 
-Per TESTING.md: each broker gets a free 127.0.0.1 port, its own temp config
+Per docs/testing.md: each broker gets a free 127.0.0.1 port, its own temp config
 and data dir, persistence on (so `restart()` keeps sessions and queued QoS 1
 messages), `max_queued_messages 0` (no loss to a slow subscriber) and
 `user root` when running as root. Optional TLS: pass `cafile`, `certfile`,

@@ -2,7 +2,7 @@
 
 The station's uplink is a 4G modem in a village; the link drops for minutes and loses packets.
 Loopback never does either, so the network-cut scenario puts the broker in a network namespace
-of its own and the station in another, joined by one veth pair (TESTING.md "Networks"):
+of its own and the station in another, joined by one veth pair (docs/testing.md "Networks"):
 
     station ns  cx<id>s: veth cx<id>s  10.231.N.1/30  ──────  10.231.N.2/30  veth cx<id>b : broker ns cx<id>b
 

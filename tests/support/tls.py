@@ -1,4 +1,4 @@
-"""Certificates for TLS tests, made with the openssl command line (TESTING.md recipe).
+"""Certificates for TLS tests, made with the openssl command line (docs/testing.md recipe).
 
 Why this module exists: a station talks to the centre's broker over TLS with a client
 certificate, so tests need a CA, a broker certificate that names ``localhost`` and

@@ -1,6 +1,6 @@
 """The station's own tables and log lines stay bounded under replays (issue 12).
 
-Unit level, on a real SQLite file: the answered-once table keeps what PROTOCOL.md §6 asks
+Unit level, on a real SQLite file: the answered-once table keeps what docs/protocol.md §6 asks
 (at least 10,000 answers and those of the last 24 h) and no more, across a reopen; a finished
 alert keeps a compact record and ancient ones leave the log; folded log lines.
 """
