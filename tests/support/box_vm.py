@@ -63,9 +63,12 @@ if _fd >= 0:
 
 PROBE_UDEV = 'SUBSYSTEM=="virtio-ports", ATTR{name}=="cx.probe", GROUP="dialout", MODE="0660"\n'
 PROBE_DROPIN = """\
-# Box test only: load the commit probe (tests/support/box_vm.py).
+# Box test only (tests/support/box_vm.py): load the commit probe, and give the start more time:
+# under qemu's TCG on a busy 2-core machine the CPU is emulated 10 to 50 times slower than a
+# Pi's, and the station's start (imports, store, first commit) can outlast TimeoutStartSec=60.
 [Service]
 Environment=PYTHONPATH=/usr/local/lib/cunxiang-box
+TimeoutStartSec=600
 """
 
 #: Runs at every boot before the station: checks a copy of the database as the power cut left
@@ -128,6 +131,7 @@ def build_deb(arch: str = "amd64") -> Path:
     deb = ROOT / "dist" / f"cunxiang_{version}_{arch}.deb"
     sources = [ROOT / p for p in ("gateway", "drivers", "audio", "packaging", "systemd", "config")]
     sources += [ROOT / "pyproject.toml", ROOT / "scripts" / "build-deb"]
+    sources += [ROOT / "docs" / "operations.md", ROOT / "docs" / "technician-guide.zh.md"]
     if not deb.exists() or deb.stat().st_mtime < newest_mtime(*sources):
         subprocess.run([str(ROOT / "scripts" / "build-deb"), "--arch", arch], check=True)
     return deb
@@ -242,6 +246,9 @@ class BoxVM:
     broker_port: int
     arch: str = "amd64"
     memory_mb: int = 768
+    #: Two vCPUs: qemu's multi-threaded TCG runs them on two host threads, and the station has
+    #: several threads (sensors, store, uplink, audio) besides the guest's own systemd.
+    cpus: int = 2
     proc: subprocess.Popen[bytes] | None = None
     boots: int = 0
     _sockdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cxbox-")))
@@ -271,7 +278,7 @@ class BoxVM:
             "-m",
             str(self.memory_mb),
             "-smp",
-            "1",
+            str(self.cpus),
             "-display",
             "none",
             "-monitor",
