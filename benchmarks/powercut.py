@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 centre,
                 cuts=args.cuts,
                 seed=seed,
-                ready_timeout=600,
+                ready_timeout=900,
                 log=lambda cut: print(row(cut), flush=True),
             )
         finally:

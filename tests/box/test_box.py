@@ -30,8 +30,9 @@ from tests.support.station import Centre
 
 pytestmark = [pytest.mark.slow]
 
-#: Under TCG on a loaded 2-core machine the station takes up to a minute or two to start.
-READY_S = 300.0
+#: Under TCG the station takes one to five minutes to start, depending on the machine's load
+#: (the guest's CPU is emulated); these bound a hang, not the speed.
+READY_S = 900.0
 
 
 @dataclass
@@ -188,8 +189,11 @@ def test_the_watchdog_restarts_a_stopped_service(box: Box) -> None:
     assert times, lines
     fired_after = times[-1] - stopped_at
     box.timings["watchdog_fired_after_stop_s"] = fired_after
-    # The last ping was at most WatchdogSec/2 before the stop; systemd fires WatchdogSec after it.
-    assert 0 < fired_after <= watchdog_s + 2, fired_after
+    # The service pings every WatchdogSec/2, so its last ping came at most that long before the
+    # stop and systemd fires WatchdogSec after it: between WatchdogSec/2 and WatchdogSec after
+    # the stop (earlier would be some other restart). 5 s of slack: the guest's systemd runs on
+    # an emulated CPU that a busy host can deschedule for seconds.
+    assert watchdog_s / 2 - 1 <= fired_after <= watchdog_s + 5, fired_after
 
 
 @pytest.mark.timeout(3600)

@@ -146,7 +146,7 @@ def power_cuts(
     seed: int,
     alive_s: tuple[float, float] = (1.0, 8.0),
     clip_s: float = 3.0,
-    ready_timeout: float = 300.0,
+    ready_timeout: float = 900.0,
     log: Any = None,
 ) -> PowerCutRun:
     """Cut the power `cuts` times; the VM must be booted with the station active on entry.
@@ -156,6 +156,9 @@ def power_cuts(
     assert vm.agent is not None
     rng = random.Random(seed)
     run = PowerCutRun()
+    # The broker queues alerts for the station's session only once it has subscribed: wait
+    # for its first state before the first alert (later ones wait in its persistent session).
+    ledger.wait(lambda: ledger.states, ready_timeout, "the station's first state")
     for number in range(cuts):
         started = time.monotonic()
         alert_id = None
@@ -166,7 +169,9 @@ def power_cuts(
             ledger.publish(TOWN_TOPIC, raw)
             aimed = number % 4 == 0
         if aimed and alert_id is not None:
-            ledger.wait(lambda a=alert_id: "playing" in ledger.statuses(a), 60, "playing")
+            ledger.wait(
+                lambda a=alert_id: "playing" in ledger.statuses(a), ready_timeout, "playing"
+            )
             time.sleep(rng.uniform(0.1, clip_s * 0.8))
         else:
             time.sleep(rng.uniform(*alive_s))
@@ -192,8 +197,11 @@ def power_cuts(
         cut.integrity = str(found.get("integrity", "no database"))
         cut.seq_after = int(found.get("max_seq", 0))
         cut.lost = max(0, run.committed_seq - cut.seq_after)
+        states = len(ledger.states)
         wait_active(vm.agent, ready_timeout)
         cut.ready_s = round(time.monotonic() - booted, 1)
+        # Connected again (a fresh state at the centre) before the next life's cut.
+        ledger.wait(lambda n=states: len(ledger.states) > n, ready_timeout, "a state after boot")
         if hit_playing and alert_id is not None:
             before = statuses.count("playing")
             try:

@@ -289,7 +289,7 @@ class BoxVM:
             "-initrd",
             str(image / "initrd.img"),
             "-append",
-            f"root=/dev/vda rw console={console} quiet panic=-1",
+            f"root=/dev/vda rw console={console} panic=-1",
             "-drive",
             f"file={self.disk},format=raw,if=virtio,cache=none",
             "-nic",
@@ -308,7 +308,7 @@ class BoxVM:
             f"file:{self.console_log}",
         ]
 
-    def start(self, boot_timeout: float = 300.0) -> float:
+    def start(self, boot_timeout: float = 900.0) -> float:
         """Boot; return the seconds until the guest agent answered."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.boots += 1
