@@ -75,3 +75,25 @@ def test_install_keeps_an_edited_config_and_only_purge_removes_data(tmp_path: Pa
         assert not (root / "var/lib/cunxiang").exists()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_lock_pins_every_runtime_dependency() -> None:
+    """A dependency added to pyproject.toml must be pinned in packaging/deb/requirements.lock,
+    or the package installs without it (PyAudio comes from Debian's python3-pyaudio)."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    lock = (root / "packaging" / "deb" / "requirements.lock").read_text()
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pinned = {norm(line.split("==")[0]) for line in lock.splitlines() if "==" in line}
+    needed = set()
+    for spec in project["dependencies"]:
+        if "python_version >= '3.13'" in spec:  # not for Debian 12's Python 3.11
+            continue
+        needed.add(norm(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]))
+    assert needed - {"pyaudio"} <= pinned, needed - pinned
