@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from tests.support.box_agent import Agent
+from tests.support.box_agent import Agent, AgentError
 from tests.support.box_vm import GUEST_BROKER
 from tests.support.fault_common import simulated_sensors
 from tests.support.station import AREA, STATION_ID, Centre
@@ -53,7 +53,8 @@ repeat_gap_s = 0.2
 def unit_state(agent: Agent, unit: str = "cunxiang.service") -> dict[str, str]:
     """`systemctl show` of the unit's state properties, as a dict."""
     props = "ActiveState,SubState,MainPID,Result,ExecMainStatus,NRestarts,StatusText"
-    done = agent.run(f"systemctl show -p {props} {unit}", timeout=30)
+    # Generous: during a boot under TCG on a busy machine systemd can take a minute to answer.
+    done = agent.run(f"systemctl show -p {props} {unit}", timeout=180)
     return dict(line.split("=", 1) for line in done.out.splitlines() if "=" in line)
 
 
@@ -62,7 +63,11 @@ def wait_active(agent: Agent, timeout: float, *, other_than: str = "") -> dict[s
     deadline = time.monotonic() + timeout
     state: dict[str, str] = {}
     while time.monotonic() < deadline:
-        state = unit_state(agent)
+        try:
+            state = unit_state(agent)
+        except AgentError as exc:  # systemd still too busy to answer: ask again
+            state = {"error": str(exc)}
+            continue
         if (
             state.get("ActiveState") == "active"
             and state.get("SubState") == "running"
