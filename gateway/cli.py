@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from gateway import __version__
-from gateway.cli_options import config_option, load_or_exit
+from gateway.cli_options import EX_CONFIG, config_option, load_or_exit
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +45,7 @@ def run(config_path: Path, log_level: str) -> None:
     from gateway.service import run_station
     from gateway.store import StoreError
 
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, code=EX_CONFIG)
     setup_logging(log_level)
     try:
         sys.exit(run_station(config))

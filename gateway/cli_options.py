@@ -26,8 +26,14 @@ config_option = click.option(
 )
 
 
-def load_or_exit(path: Path) -> Config:
-    """Load the config, or print every problem and exit 1."""
+#: `cunxiang run`'s exit code for a config it cannot use (sysexits.h EX_CONFIG). The unit
+#: does not restart on it (RestartPreventExitStatus=78): restarting cannot fix a typo, and the
+#: unit stays failed with every problem in the journal until the technician fixes the file.
+EX_CONFIG = 78
+
+
+def load_or_exit(path: Path, code: int = 1) -> Config:
+    """Load the config, or print every problem and exit with `code` (1 unless told)."""
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -35,4 +41,4 @@ def load_or_exit(path: Path) -> Config:
         click.echo(f"{path}: {count} problem{'s' if count != 1 else ''} found:", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+        sys.exit(code)

@@ -87,6 +87,7 @@ def test_verify_would_catch_a_mistyped_directive(tmp_path: Path) -> None:
         ("ProtectControlGroups", "yes"),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
         ("PrivateDevices", "no"),
+        ("RestartPreventExitStatus", "78"),
         ("WantedBy", "multi-user.target"),
     ],
 )
@@ -118,3 +119,20 @@ def test_status_looks_for_the_socket_where_the_unit_puts_it() -> None:
     served = socket_path(database, {"RUNTIME_DIRECTORY": str(runtime)})
     assert served.parent == runtime
     assert served in candidate_paths(database, {})
+
+
+def test_a_config_error_exits_with_the_status_the_unit_does_not_restart_on(tmp_path: Path) -> None:
+    """`cunxiang run` with a broken config exits 78, which RestartPreventExitStatus names: the
+    unit stays failed (with the problems on stderr, i.e. in the journal) instead of looping."""
+    bad = tmp_path / "gateway.toml"
+    bad.write_text('[station]\nid = "x"\narea = "371581001201"\nbogus_key = 1\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    prevent = _settings(UNIT.read_text())["RestartPreventExitStatus"]
+    assert done.returncode == 78 and prevent == [str(done.returncode)]
+    assert "bogus_key" in done.stderr
