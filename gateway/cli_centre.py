@@ -33,6 +33,7 @@ from gateway.centre_commands import (
     seal_command,
     send_and_wait,
 )
+from gateway.cli_options import signer_options
 from gateway.command_model import CommandName
 from gateway.keys import generate_keypair, load_private_key
 
@@ -72,15 +73,7 @@ def _references(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @alert.command("send")
-@click.option("--broker", required=True, help="HOST:PORT of the centre's MQTT broker.")
-@click.option(
-    "--key",
-    "key_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Private key file made by `cunxiang keygen`.",
-)
-@click.option("--key-name", required=True, help="The key's name in the stations' trusted_keys.")
+@signer_options
 @click.option("--area", required=True, help="Area code (2/4/6/9/12 digits) or 'all'.")
 @click.option("--level", required=True, type=click.Choice(LEVELS))
 @click.option("--event", required=True, help="Event type, e.g. flood.")
@@ -186,15 +179,7 @@ def command() -> None:
 
 
 @command.command("send")
-@click.option("--broker", required=True, help="HOST:PORT of the centre's MQTT broker.")
-@click.option(
-    "--key",
-    "key_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Private key file made by `cunxiang keygen`.",
-)
-@click.option("--key-name", required=True, help="The key's name in the stations' trusted_keys.")
+@signer_options
 @click.option("--station", required=True, help="The station id the command is for.")
 @click.option("--topic-prefix", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--id", "command_id", default=None, help="Command id (default: a new one).")

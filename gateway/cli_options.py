@@ -7,7 +7,9 @@ Its own module so that the command modules (cli, cli_status, ...) need not impor
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +26,28 @@ config_option = click.option(
     show_default=True,
     help="The station's config file.",
 )
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+#: What every centre tool (alert, command, programme send) needs to sign and publish.
+_SIGNER_OPTIONS = (
+    click.option("--broker", required=True, help="HOST:PORT of the centre's MQTT broker."),
+    click.option(
+        "--key",
+        "key_file",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Private key file made by `cunxiang keygen`.",
+    ),
+    click.option("--key-name", required=True, help="The key's name in the stations' trusted_keys."),
+)
+
+
+def signer_options(command: _Command) -> _Command:
+    """--broker, --key and --key-name, in that order, on a centre tool's command."""
+    for option in reversed(_SIGNER_OPTIONS):
+        command = option(command)
+    return command
 
 
 #: `cunxiang run`'s exit code for a config it cannot use (sysexits.h EX_CONFIG). The unit

@@ -24,7 +24,7 @@ from gateway.centre_programme import (
     seal_schedule,
     withdrawal,
 )
-from gateway.cli_options import config_option, load_or_exit
+from gateway.cli_options import config_option, load_or_exit, signer_options
 from gateway.clock import StationClock
 from gateway.keys import load_private_key
 from gateway.programmes.book import ProgrammeBook
@@ -38,15 +38,7 @@ def programme() -> None:
 
 
 @programme.command("send")
-@click.option("--broker", required=True, help="HOST:PORT of the centre's MQTT broker.")
-@click.option(
-    "--key",
-    "key_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Private key file made by `cunxiang keygen`.",
-)
-@click.option("--key-name", required=True, help="The key's name in the stations' trusted_keys.")
+@signer_options
 @click.option("--area", required=True, help="Area code (2/4/6/9/12 digits) or 'all'.")
 @click.option(
     "--file",
