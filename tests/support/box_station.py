@@ -32,6 +32,7 @@ keepalive_s = 10
 heartbeat_s = 5
 reconnect_min_s = 0.2
 reconnect_max_s = 2.0
+allow_plaintext = true  # the test broker is on the host, behind qemu's user network
 
 [storage]
 path = "/var/lib/cunxiang/gateway.db"
