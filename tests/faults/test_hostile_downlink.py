@@ -47,7 +47,9 @@ def test_hostile_downlink_makes_no_sound_and_gets_the_prescribed_answers(
         details["envelope_failures_by_reason"].values()
     ), text
     assert details["rss_kib_after"] - details["rss_kib_before"] < MAX_RSS_KEPT_KIB, text
-    assert details["fds"]["growth"] == 0, text
+    # A leak is growth above 0; a transient descriptor open early in the flood (a spare speech
+    # engine's pipe, a batch write) and closed by the end reads as -1, which is no leak.
+    assert details["fds"]["growth"] <= 0, text
 
 
 @pytest.fixture(scope="module")
