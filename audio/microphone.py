@@ -32,7 +32,7 @@ from typing import Any
 import pyaudio
 
 from audio.pcm import SAMPLE_WIDTH, audioop, scale
-from audio.player import quiet_stderr
+from audio.player import list_devices, pick_device, quiet_stderr
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +43,18 @@ class MicrophoneError(Exception):
 
 def input_devices(pa: pyaudio.PyAudio) -> list[tuple[int, str]]:
     """(index, name) of every device that can record."""
-    found = []
-    for index in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(index)
-        if int(info.get("maxInputChannels", 0)) > 0:
-            found.append((index, str(info.get("name", ""))))
-    return found
+    return list_devices(pa, "Input")
 
 
 def find_input_device(pa: pyaudio.PyAudio, device: str | int) -> int | None:
     """PortAudio index for ``device``: an index, ``"default"`` (None) or a name (substring)."""
     devices = input_devices(pa)
-    if isinstance(device, int) or device.isdigit():
-        wanted = int(device)
-        if any(index == wanted for index, _ in devices):
-            return wanted
-        raise MicrophoneError(f"no input device with index {wanted}; have {devices}")
-    if device == "default":
-        if not devices:
-            raise MicrophoneError("no input device at all (is the USB sound card plugged in?)")
-        return None
-    needle = device.casefold()
-    exact = [index for index, name in devices if name.casefold() == needle]
-    partial = [index for index, name in devices if needle in name.casefold()]
-    if exact or partial:
-        return (exact or partial)[0]
-    raise MicrophoneError(f"no input device named like {device!r}; have {devices}")
+    if device == "default" and not devices:
+        raise MicrophoneError("no input device at all (is the USB sound card plugged in?)")
+    try:
+        return pick_device(devices, device, "input")
+    except LookupError as exc:
+        raise MicrophoneError(str(exc)) from None
 
 
 class MicInput:

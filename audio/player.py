@@ -78,28 +78,25 @@ def quiet_stderr() -> Iterator[None]:
             handler.release()
 
 
-def output_devices(pa: pyaudio.PyAudio) -> list[tuple[int, str]]:
-    """(index, name) of every device that can play."""
+def list_devices(pa: pyaudio.PyAudio, direction: str) -> list[tuple[int, str]]:
+    """(index, name) of every device with ``direction`` ("Input" or "Output") channels."""
     found = []
     for index in range(pa.get_device_count()):
         info = pa.get_device_info_by_index(index)
-        if int(info.get("maxOutputChannels", 0)) > 0:
+        if int(info.get(f"max{direction}Channels", 0)) > 0:
             found.append((index, str(info.get("name", ""))))
     return found
 
 
-def find_output_device(pa: pyaudio.PyAudio, device: str | int) -> int | None:
-    """PortAudio index for ``device``: an index, ``"default"`` (None), or a name (substring).
-
-    An exact name wins over a substring match; the match ignores case.
-    Raises AudioDeviceError when nothing matches.
-    """
-    devices = output_devices(pa)
+def pick_device(devices: list[tuple[int, str]], device: str | int, what: str) -> int | None:
+    """PortAudio index for ``device`` among ``devices``: an index, ``"default"`` (None), or a
+    name (substring). An exact name wins over a substring match; the match ignores case.
+    Raises LookupError, naming the ``what`` devices there are, when nothing matches."""
     if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
         wanted = int(device)
         if any(index == wanted for index, _ in devices):
             return wanted
-        raise AudioDeviceError(f"no output device with index {wanted}; have {devices}")
+        raise LookupError(f"no {what} device with index {wanted}; have {devices}")
     if device == "default":
         return None
     needle = device.casefold()
@@ -107,7 +104,20 @@ def find_output_device(pa: pyaudio.PyAudio, device: str | int) -> int | None:
     partial = [index for index, name in devices if needle in name.casefold()]
     if exact or partial:
         return (exact or partial)[0]
-    raise AudioDeviceError(f"no output device named like {device!r}; have {devices}")
+    raise LookupError(f"no {what} device named like {device!r}; have {devices}")
+
+
+def output_devices(pa: pyaudio.PyAudio) -> list[tuple[int, str]]:
+    """(index, name) of every device that can play."""
+    return list_devices(pa, "Output")
+
+
+def find_output_device(pa: pyaudio.PyAudio, device: str | int) -> int | None:
+    """PortAudio index of the output ``device`` (see `pick_device`); AudioDeviceError if none."""
+    try:
+        return pick_device(output_devices(pa), device, "output")
+    except LookupError as exc:
+        raise AudioDeviceError(str(exc)) from None
 
 
 class Player:
