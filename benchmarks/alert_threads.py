@@ -110,9 +110,9 @@ def measure(alerts: int) -> str:
 
 def steps(repeat: int = 200) -> str:
     """CPU (this thread) of each step the event loop takes for an alert, with the real objects."""
-    from gateway.alert_model import parse_alert_json
-    from gateway.envelope import open_envelope
-    from gateway.store import Store
+    from gateway.downlink.alert_model import parse_alert_json
+    from gateway.downlink.envelope import open_envelope
+    from gateway.store.outbox import Store
     from harness.centre import FleetCentre
 
     centre = FleetCentre.__new__(FleetCentre)  # only its signing, no broker

@@ -2,7 +2,7 @@
 
 Why this module exists: at ten readings a second the service writes several kilobytes per
 second — per commit, not per reading — and every one of them wears the SD card. This drives
-`gateway.store.Store` as the service does (one commit of N readings per simulated second, each
+`gateway.store.outbox.Store` as the service does (one commit of N readings per simulated second, each
 commit acknowledged by the uplink a moment later, the status touched as the uplink does) and
 reports, per commit:
 
@@ -38,8 +38,8 @@ from typing import Any
 
 from benchmarks import procstat
 from benchmarks.rig import ROOT
-from gateway import store as store_module
-from gateway.store import Store
+from gateway.store import outbox as store_module
+from gateway.store.outbox import Store
 
 SENSORS = tuple(f"sim-{n}" for n in range(10))
 OS_PAGE = 4096
@@ -56,7 +56,7 @@ class FakeClock:
         self.now = 1_000.0
 
     def namespace(self) -> SimpleNamespace:
-        """A stand-in for the `time` module as gateway.store sees it."""
+        """A stand-in for the `time` module as gateway.store.outbox sees it."""
         return SimpleNamespace(
             monotonic=lambda: self.now, time=time.time, time_ns=time.time_ns, sleep=time.sleep
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks import procstat
 from benchmarks.rig import STATION_ID
-from gateway.store import Store
+from gateway.store.outbox import Store
 
 SENSORS = tuple(f"sim-{n}" for n in range(10))
 

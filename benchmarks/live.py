@@ -30,7 +30,7 @@ from benchmarks import procstat
 from benchmarks.drain import run_ingest
 from benchmarks.rig import ROOT, Service, service_env, simulated_sensors, write_config
 from benchmarks.stats import percentile
-from gateway.status_socket import ask_service, socket_path
+from gateway.status.server import ask_service, socket_path
 from tests.support.mosquitto import free_port
 
 STATUS_REQUESTS = 200

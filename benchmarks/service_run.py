@@ -34,7 +34,7 @@ from pathlib import Path
 from benchmarks.rig import Centre, Service, count_readings, max_seq, simulated_sensors, write_config
 from tests.support.mosquitto import Mosquitto
 
-#: After this long connected, a station's back-off starts from the beginning (gateway.sync).
+#: After this long connected, a station's back-off starts from the beginning (gateway.uplink.link).
 STABLE_S = 10.5
 #: Start-up transients (first state, `started` event, first commits) are left out of windows.
 SETTLE_S = 3.0
@@ -153,13 +153,13 @@ def _outage(
 
 
 def schedule_median(outage_s: float, samples: int = 20_000) -> float:
-    """The median recovery the back-off schedule alone predicts (gateway.sync.Backoff, defaults).
+    """The median recovery the back-off schedule alone predicts (gateway.uplink.link.Backoff, defaults).
 
     A reading to set the measured median against: each attempt is assumed to fail at once
     while the broker is down and to succeed at once when it is up.
     """
     from gateway.config import MqttConfig
-    from gateway.sync import Backoff
+    from gateway.uplink.link import Backoff
 
     mqtt = MqttConfig()
     rng = random.Random(20_260_701)

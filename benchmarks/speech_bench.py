@@ -39,8 +39,8 @@ from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
 from benchmarks.stats import percentile
-from gateway.cap import parse_cap, speech_parts
 from gateway.config import AudioConfig, Config, load_config
+from gateway.downlink.cap import parse_cap, speech_parts
 from tests.support.alsa_capture import alsa_capture
 from tests.support.cap_vectors import CAP_DIR, REAL_VECTORS
 from tests.support.mosquitto import Mosquitto, Subscriber

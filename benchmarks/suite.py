@@ -305,7 +305,7 @@ def as_installed() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     modules = (
-        "gateway.cli, gateway.service, gateway.status, gateway.export, benchmarks.gpio_alarm, "
+        "gateway.cli.main, gateway.service, gateway.status.model, gateway.store.export, benchmarks.gpio_alarm, "
         "benchmarks.ingest"
     )
     subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=ROOT, check=True, timeout=300)

@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import Config
-from gateway.store import Store
-from gateway.sync import Uplink
+from gateway.store.outbox import Store
+from gateway.uplink.link import Uplink
 from tests.support.mosquitto import Mosquitto
 
 STATION = "bench-station-01"

@@ -4,7 +4,7 @@ A Pi has no real-time clock: after a power cut it boots at whatever time the
 last shutdown saved until NTP fixes it over a link that may not be up yet.
 While the clock is unsynced, readings are flagged and time checks use the
 later of the clock and the persisted time floor (docs/protocol.md §6.1,
-gateway/time_floor.py). `auto` asks the kernel, as `timedatectl` does (adjtimex: the clock
+gateway/downlink/time_floor.py). `auto` asks the kernel, as `timedatectl` does (adjtimex: the clock
 is synchronised unless the kernel reports TIME_ERROR / STA_UNSYNC).
 """
 

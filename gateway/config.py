@@ -30,9 +30,9 @@ from pydantic import (
 )
 
 from drivers.base import BOOLEAN_QUANTITIES
-from gateway.keys import decode_public_key
+from gateway.downlink.keys import decode_public_key
+from gateway.downlink.scope import TRUSTED_KEY_FORMS, KeyScope, TrustedKeyValue, key_scopes
 from gateway.programmes.model import LocalProgramme
-from gateway.scope import TRUSTED_KEY_FORMS, KeyScope, TrustedKeyValue, key_scopes
 
 LEVELS = ("red", "orange", "yellow", "blue")
 Level = Literal["red", "orange", "yellow", "blue"]

@@ -2,7 +2,7 @@
 
 It writes the packaged demo config (simulated sensors; a river level that
 crosses its alarm line within seconds; a local alarm with a spoken broadcast)
-into a folder, with a demo centre key that the station trusts (gateway/demo_centre.py),
+into a folder, with a demo centre key that the station trusts (gateway/centre/demo.py),
 and runs the real service on it. With a broker on localhost:1883 (or `--broker`)
 the demo also plays the county centre through that broker: a signed programme
 schedule whose item plays a few seconds in, then a signed town-wide alert that
@@ -31,9 +31,8 @@ from typing import Any
 
 import click
 
-from gateway.centre import parse_broker
-from gateway.config import Config, load_config
-from gateway.demo_centre import (
+from gateway.centre.alerts import parse_broker
+from gateway.centre.demo import (
     ITEM,
     KEY_NAME,
     SCHEDULE_ID,
@@ -44,7 +43,8 @@ from gateway.demo_centre import (
     play_the_centre,
     withdraw_retained,
 )
-from gateway.keys import public_key_b64
+from gateway.config import Config, load_config
+from gateway.downlink.keys import public_key_b64
 from gateway.logs import setup_logging
 from gateway.service import Station
 

@@ -3,7 +3,7 @@
 Why this module exists: a replayed or forged message costs the sender nothing, and each one
 used to write a warning. Three hundred replays made three hundred lines, and journald's rate
 limit (by default 10,000 lines per 30 s per service, far less on a small card) then hid the
-lines that mattered. Like the ``downlink_rejected`` events (gateway/downlink_rejections.py),
+lines that mattered. Like the ``downlink_rejected`` events (gateway/downlink/rejections.py),
 the first line of a kind is written at once; further ones within the next minute are only
 counted (written at debug level only), and one summary line names how many there were and
 the last of them.

@@ -27,16 +27,16 @@ from drivers.registry import create as create_driver
 from gateway import __version__
 from gateway.clock import StationClock
 from gateway.config import Config
-from gateway.intake import Intake
+from gateway.downlink.intake import Intake
 from gateway.memory import return_large_buffers
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
 from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine, RuleEvent
-from gateway.status import protocol_state, status_json
-from gateway.status_live import live_status
-from gateway.status_socket import StatusServer, socket_path
-from gateway.store import Store, Stored
-from gateway.sync import Uplink
+from gateway.status.live import live_status
+from gateway.status.model import protocol_state, status_json
+from gateway.status.server import StatusServer, socket_path
+from gateway.store.outbox import Store, Stored
+from gateway.uplink.link import Uplink
 from gateway.village_mic import VillageMicrophone
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ class Station:
         return protocol_state(live_status(self, detail=False))
 
     def time_floor_ts(self) -> int | None:
-        """The clock's time floor (docs/protocol.md §6.1, gateway/time_floor.py) for status."""
+        """The clock's time floor (docs/protocol.md §6.1, gateway/downlink/time_floor.py) for status."""
         return self.intake.floor.floor_ms
 
     def next_programmes(self, count: int = 5) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from audio.microphone import MicInput, MicrophoneError, Talk
 from audio.ptt import PushToTalk
 from gateway.clock import StationClock
 from gateway.config import Config, MicrophoneConfig
-from gateway.store import Store
+from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)
 

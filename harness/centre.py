@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.alert_model import Alert, alert_to_json
-from gateway.envelope import seal
-from gateway.keys import public_key_b64
+from gateway.downlink.alert_model import Alert, alert_to_json
+from gateway.downlink.envelope import seal
+from gateway.downlink.keys import public_key_b64
 
 AREA = "371581001201"
 PREFIX = "cx/v1"

@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
-from gateway.store import Store
+from gateway.store.outbox import Store
 from harness.broker import Broker
 from harness.fleet import PREFIX, FleetStation, station_config, station_id
 

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from typing import Literal, Protocol
 
-from gateway.alert_model import PayloadError
+from gateway.downlink.alert_model import PayloadError
 from gateway.programmes.model import Schedule, parse_schedule
 from gateway.programmes.timetable import Slot, slots_of
 

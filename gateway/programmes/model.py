@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from gateway.alert_model import (
+from gateway.downlink.alert_model import (
     CLIP_NAME,
     InlineAudio,
     PayloadError,

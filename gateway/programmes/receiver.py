@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from audio.clips import BadAudio, UnknownClip, load_clip
-from gateway.alert_model import ALL_AREAS, PayloadError, area_path
-from gateway.envelope import Envelope
+from gateway.downlink.alert_model import ALL_AREAS, PayloadError, area_path
+from gateway.downlink.envelope import Envelope
 from gateway.programmes.book import ProgrammeBook
 from gateway.programmes.model import Schedule, parse_schedule
 
@@ -32,7 +32,7 @@ MAX_REMEMBERED = 1000
 
 Receipt = Callable[[str, str, dict[str, Any]], None]
 RejectDownlink = Callable[[str, str, str | None, bytes, str], None]
-#: (key name, envelope type, areas) -> may this key send that there? (gateway/scope.py)
+#: (key name, envelope type, areas) -> may this key send that there? (gateway/downlink/scope.py)
 Scope = Callable[[str, str, list[str]], bool]
 
 

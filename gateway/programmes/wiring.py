@@ -14,14 +14,14 @@ from audio.broadcast_queue import BroadcastQueue, Speech
 from audio.clips import decode_wav, load_clip
 from gateway.clock import StationClock
 from gateway.config import Config
-from gateway.intake import Intake
+from gateway.downlink.intake import Intake
+from gateway.downlink.scope import authorised
 from gateway.programmes.book import ProgrammeBook
 from gateway.programmes.model import ItemBase
 from gateway.programmes.receiver import ScheduleReceiver
 from gateway.programmes.scheduler import ProgrammeScheduler
 from gateway.programmes.timetable import local_slots
-from gateway.scope import authorised
-from gateway.store import Store
+from gateway.store.outbox import Store
 
 
 def item_speech(config: Config, intake: Intake) -> Callable[[ItemBase], Speech | None]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.alert_model import Alert, PayloadError, alert_to_json, parse_alert_json
+from gateway.downlink.alert_model import Alert, PayloadError, alert_to_json, parse_alert_json
 from tests.alerts.samples import alert_fields, alert_json, make_wav
 
 ID = "371581-20260701-0007"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.alert_model import (
+from gateway.downlink.alert_model import (
     area_path,
     check_time,
     epoch_ms,
@@ -14,7 +14,7 @@ from gateway.alert_model import (
     normalize_area,
     parse_alert_json,
 )
-from gateway.command_model import parse_command
+from gateway.downlink.command_model import parse_command
 from tests.alerts.samples import STATION_AREA, alert_json
 
 SKEW_S = 300

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.alert_model import PayloadError, is_for_station, parse_alert_json
-from gateway.cap import build_cap, parse_cap
+from gateway.downlink.alert_model import PayloadError, is_for_station, parse_alert_json
+from gateway.downlink.cap import build_cap, parse_cap
 from tests.alerts.samples import CAP_DIR, SHARED_CAP_DIR, STATION_AREA, alert_json, make_wav
 
 Vector = Callable[[str], bytes]

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner, Result
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.alert_model import Alert, is_for_station, parse_alert_json
-from gateway.cap import parse_cap
-from gateway.centre import receipts_by_station, render_table
-from gateway.cli_centre import alert as alert_group
-from gateway.cli_centre import keygen
-from gateway.envelope import EnvelopeError, open_envelope
-from gateway.keys import decode_public_key
+from gateway.centre.alerts import receipts_by_station, render_table
+from gateway.cli.centre import alert as alert_group
+from gateway.cli.centre import keygen
+from gateway.downlink.alert_model import Alert, is_for_station, parse_alert_json
+from gateway.downlink.cap import parse_cap
+from gateway.downlink.envelope import EnvelopeError, open_envelope
+from gateway.downlink.keys import decode_public_key
 from tests.support.mosquitto import Mosquitto, Subscriber
 
 PREFIX = "cx/v1"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.alert_model import PayloadError
-from gateway.command_model import parse_command
+from gateway.downlink.alert_model import PayloadError
+from gateway.downlink.command_model import parse_command
 
 
 def command(**changes: Any) -> bytes:

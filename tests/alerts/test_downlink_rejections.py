@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from gateway.downlink_rejections import WINDOW_MS, RejectionFolder
+from gateway.downlink.rejections import WINDOW_MS, RejectionFolder
 
 T0 = 1_767_225_600_000
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.envelope import Envelope, EnvelopeError, max_raw_size, open_envelope, seal
+from gateway.downlink.envelope import Envelope, EnvelopeError, max_raw_size, open_envelope, seal
 from tests.alerts.samples import KEY_NAME, alert_json
 
 MAX = 4 * 1024 * 1024
@@ -214,7 +214,7 @@ def test_oversize_raw_message_is_too_large_without_being_decoded(
     def no_decoding(*_: Any, **__: Any) -> None:
         raise AssertionError("an oversize message was decoded")
 
-    monkeypatch.setattr("gateway.envelope.json.loads", no_decoding)
+    monkeypatch.setattr("gateway.downlink.envelope.json.loads", no_decoding)
     raw = b"x" * (max_raw_size(max_payload) + 1)
     assert reason(raw, trusted, max_payload) == "too_large"
 

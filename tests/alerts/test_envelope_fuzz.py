@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.envelope import EnvelopeError, open_envelope, seal
+from gateway.downlink.envelope import EnvelopeError, open_envelope, seal
 from tests.alerts.samples import KEY_NAME, alert_json, raw_public
 
 MAX = 64 * 1024

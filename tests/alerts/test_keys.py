@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.cli_centre import keygen
-from gateway.envelope import open_envelope, seal
-from gateway.keys import decode_public_key, generate_keypair, load_private_key
+from gateway.cli.centre import keygen
+from gateway.downlink.envelope import open_envelope, seal
+from gateway.downlink.keys import decode_public_key, generate_keypair, load_private_key
 
 
 def test_generate_keypair_files_modes_and_line(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ from typing import Any, get_args
 
 import pytest
 
-from gateway.alert_model import Alert, Level, MsgType, Status, Tone
-from gateway.command_model import Command, CommandName
-from gateway.downlink_rejections import REASONS
-from gateway.envelope import ENVELOPE_TYPES, OPTIONAL_FIELDS, REQUIRED_FIELDS
+from gateway.downlink.alert_model import Alert, Level, MsgType, Status, Tone
+from gateway.downlink.command_model import Command, CommandName
+from gateway.downlink.envelope import ENVELOPE_TYPES, OPTIONAL_FIELDS, REQUIRED_FIELDS
+from gateway.downlink.rejections import REASONS
 from tests.alerts.samples import REPO
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads the AsyncAPI document")

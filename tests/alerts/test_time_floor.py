@@ -8,8 +8,8 @@ import pytest
 
 from gateway import __release_date__
 from gateway.clock import StationClock
-from gateway.store import Store
-from gateway.time_floor import STATE_KEY, TimeFloor, release_ms
+from gateway.downlink.time_floor import STATE_KEY, TimeFloor, release_ms
+from gateway.store.outbox import Store
 
 DAY_MS = 86_400_000
 

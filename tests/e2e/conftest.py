@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.alert_model import Alert, alert_to_json
-from gateway.envelope import seal
+from gateway.downlink.alert_model import Alert, alert_to_json
+from gateway.downlink.envelope import seal
 from tests.support.alsa_capture import AlsaCapture, read_samples, write_alsa_config
 from tests.support.mosquitto import Mosquitto, Subscriber
 from tests.support.station import (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alert_model import InlineAudio
+from gateway.downlink.alert_model import InlineAudio
 from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, Rig, sine_pcm, write_clip
 from tests.support.alsa_capture import write_alsa_config
 from tests.support.mosquitto import Mosquitto

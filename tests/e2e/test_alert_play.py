@@ -19,7 +19,7 @@ import pytest
 from audio.clips import decode_wav
 from audio.tones import render_tone
 from audio.tts import Tts
-from gateway.alert_model import InlineAudio
+from gateway.downlink.alert_model import InlineAudio
 from tests.e2e.conftest import (
     BEEP,
     RATE,

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.cap import build_cap
-from gateway.downlink_rejections import REASONS
-from gateway.envelope import seal
+from gateway.downlink.cap import build_cap
+from gateway.downlink.envelope import seal
+from gateway.downlink.rejections import REASONS
 from tests.e2e.conftest import (
     CMD_TOPIC,
     RECEIPT_TOPIC,

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.cap import build_cap
-from gateway.envelope import seal
+from gateway.downlink.cap import build_cap
+from gateway.downlink.envelope import seal
 from tests.e2e.conftest import CMD_TOPIC, TOWN_TOPIC, Rig, running_station
 from tests.support.station import Centre
 
@@ -138,7 +138,7 @@ def test_resend_out_of_range_gets_a_clear_error(rig: Rig, args: dict[str, int]) 
 
 
 def test_a_newline_in_an_unverified_key_name_cannot_forge_a_log_line(rig: Rig) -> None:
-    forged_line = "INFO    gateway.intake: alert 371581-forged accepted: alert red flood"
+    forged_line = "INFO    gateway.downlink.intake: alert 371581-forged accepted: alert red flood"
     stranger = Centre(name=f"x\n2026-07-01 08:00:00,000 {forged_line}\r\x1b[2K")
     raw = stranger.seal_alert(rig.alert(level="red"))
     envelope = json.loads(raw)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sync import max_packet_bytes
+from gateway.uplink.link import max_packet_bytes
 from tests.e2e.conftest import Rig, running_station
 from tests.support.station import topic, wait_until
 
@@ -88,7 +88,7 @@ def test_a_40_mib_message_costs_no_memory_and_the_station_keeps_answering(
 
 def test_the_packet_limit_is_the_largest_envelope_plus_64_kib() -> None:
     # The envelope carries the payload in base64: a payload of max_payload_bytes must fit.
-    from gateway.envelope import max_raw_size
+    from gateway.downlink.envelope import max_raw_size
 
     assert max_packet_bytes(MAX_PAYLOAD) == max_raw_size(MAX_PAYLOAD) + 65536
     assert max_packet_bytes(16 * 1024 * 1024) < GIANT_BYTES

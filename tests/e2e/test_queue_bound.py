@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alert_model import InlineAudio
+from gateway.downlink.alert_model import InlineAudio
 from tests.e2e.conftest import Rig, running_station
 
 WAV_SECONDS = 75  # 8 kHz, 8 bits: 600 KB of WAV, 3.3 MB once decoded for the player

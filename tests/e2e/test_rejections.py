@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.alert_model import alert_to_json
-from gateway.cap import build_cap
-from gateway.envelope import seal
+from gateway.downlink.alert_model import alert_to_json
+from gateway.downlink.cap import build_cap
+from gateway.downlink.envelope import seal
 from tests.e2e.conftest import (
     BEEP,
     RECEIPT_TOPIC,

@@ -25,8 +25,8 @@ from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
 from benchmarks.speech_bench import text_first_sound
-from gateway.cap import parse_cap, speech_parts
-from gateway.envelope import seal
+from gateway.downlink.cap import parse_cap, speech_parts
+from gateway.downlink.envelope import seal
 from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
 from tests.support.cap_vectors import REAL_VECTORS, identifier, localised
 from tests.support.station import AREA

@@ -27,8 +27,8 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from gateway.centre import AlertSpec, build_alert, seal_alert
-from gateway.cli_centre import command as command_group
+from gateway.centre.alerts import AlertSpec, build_alert, seal_alert
+from gateway.cli.centre import command as command_group
 from tests.e2e.conftest import (
     CMD_TOPIC,
     RESPONSE_TOPIC,

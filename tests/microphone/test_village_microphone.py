@@ -24,7 +24,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
-from gateway.envelope import seal
+from gateway.downlink.envelope import seal
 from tests.e2e.conftest import BEEP, RATE, occurrences, sine_pcm, write_clip
 from tests.support.alsa_capture import AlsaCapture, alsa_capture
 from tests.support.mosquitto import Mosquitto, Subscriber

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway.envelope import seal
+from gateway.downlink.envelope import seal
 from tests.e2e.conftest import (
     EVENT_TOPIC,
     STATE_TOPIC,

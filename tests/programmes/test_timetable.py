@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.alert_model import PayloadError
+from gateway.downlink.alert_model import PayloadError
 from gateway.programmes.model import QuietHours, parse_schedule
 from gateway.programmes.timetable import between, slots_of, upcoming
 from gateway.village_mic import trim

@@ -112,7 +112,7 @@ def jsonl(text: str) -> list[dict[str, Any]]:
 
 def test_the_service_never_imports_sqlite_utils(running: Running) -> None:
     imported = re.findall(r"^import time:.*\|\s+(\S+)$", running.station.log(), re.M)
-    assert "gateway.service" in imported and "gateway.cli_export" in imported
+    assert "gateway.service" in imported and "gateway.cli.export" in imported
     assert not [name for name in imported if name.startswith("sqlite_utils")]
 
 

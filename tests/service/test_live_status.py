@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli_status import CLEAR, status
-from gateway.status_socket import ask_service, socket_path
+from gateway.cli.status import CLEAR, status
+from gateway.status.server import ask_service, socket_path
 from tests.support.mosquitto import Mosquitto, Subscriber
 from tests.support.station import ROOT, StationProcess, station_topic, wait_until, write_config
 

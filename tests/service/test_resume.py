@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.store import Store
+from gateway.store.outbox import Store
 from tests.support.mosquitto import Mosquitto, Subscriber
 from tests.support.station import (
     Centre,

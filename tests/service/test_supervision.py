@@ -27,7 +27,7 @@ from gpiozero.pins.mock import MockFactory
 import gateway.service
 from gateway.config import load_config
 from gateway.service import Station
-from gateway.store import Store
+from gateway.store.outbox import Store
 from tests.support.mosquitto import Mosquitto, Subscriber
 from tests.support.station import (
     STATION_ID,

@@ -47,7 +47,7 @@ except OSError:
     _fd = -1
 
 if _fd >= 0:
-    import gateway.store as _store
+    import gateway.store.outbox as _store
 
     _write = _store.Store._write
 

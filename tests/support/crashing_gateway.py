@@ -1,6 +1,6 @@
 """`cunxiang` whose downlink handler kills the process on one given message: a poison message.
 
-The poison-message guard (gateway/poison.py) exists for a message whose handling kills the
+The poison-message guard (gateway/downlink/poison.py) exists for a message whose handling kills the
 service — a parser bug, the OOM killer. No real message does that today, so the test makes
 one: this wrapper runs the real command line with `Intake.handle` patched to ``os._exit(70)``
 when the SHA-256 of the MQTT payload equals ``CUNXIANG_TEST_CRASH_SHA256``. The variable is
@@ -15,7 +15,7 @@ import hashlib
 import os
 import sys
 
-from gateway import intake
+from gateway.downlink import intake
 
 CRASH_ENV = "CUNXIANG_TEST_CRASH_SHA256"
 CRASH_EXIT_CODE = 70
@@ -40,7 +40,7 @@ def main() -> None:
     if len(target) != 64:
         raise SystemExit(f"crashing_gateway: set {CRASH_ENV} to a hex SHA-256")
     install(target)
-    from gateway.cli import main as cunxiang
+    from gateway.cli.main import main as cunxiang
 
     sys.argv = ["cunxiang", *sys.argv[1:]]
     cunxiang()

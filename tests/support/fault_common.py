@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.alert_model import InlineAudio
+from gateway.downlink.alert_model import InlineAudio
 from tests.support.fault_station import db_max_seq, sine_pcm, wav_bytes
 from tests.support.station import AREA, Centre, topic
 

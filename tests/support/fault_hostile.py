@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gateway.sync import max_packet_bytes
+from gateway.uplink.link import max_packet_bytes
 from tests.drivers.devices import PtyPort
 from tests.support.fault_common import TOWN_TOPIC, ScenarioResult, inline_alert, settled_max_seq
 from tests.support.fault_station import FaultStation, edit_config, sine_pcm, write_clip
@@ -42,13 +42,13 @@ def hostile_downlink(
     ``downlink_rejected`` counts per reason add up to the envelope failures sent (the first of
     a reason at once, with count 1), each verified-but-wrong alert gets its one receipt, each
     wrong command its error response, replays and other villages' alerts nothing. `window_s`
-    shortens the one-minute folding window (``gateway.downlink_rejections.WINDOW_MS``) so a test
+    shortens the one-minute folding window (``gateway.downlink.rejections.WINDOW_MS``) so a test
     can see folded events without waiting a minute; None keeps the minute.
     """
     result = ScenarioResult(f"6 hostile downlink ({messages} messages)")
     folder.mkdir(parents=True, exist_ok=True)
     window_ms = 60_000 if window_s is None else int(window_s * 1000)
-    tune = {} if window_s is None else {"gateway.downlink_rejections.WINDOW_MS": window_ms}
+    tune = {} if window_s is None else {"gateway.downlink.rejections.WINDOW_MS": window_ms}
     with Mosquitto() as broker:
         centre = Centre()
         config = write_config(

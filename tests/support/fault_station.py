@@ -27,7 +27,7 @@ import wave
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.store import Store
+from gateway.store.outbox import Store
 from tests.support.alsa_capture import AlsaCapture, write_alsa_config
 from tests.support.station import ROOT, StationProcess
 

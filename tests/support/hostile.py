@@ -40,9 +40,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.alert_model import InlineAudio, alert_to_json
-from gateway.cap import build_cap
-from gateway.envelope import max_raw_size, seal
+from gateway.downlink.alert_model import InlineAudio, alert_to_json
+from gateway.downlink.cap import build_cap
+from gateway.downlink.envelope import max_raw_size, seal
 from tests.support.station import AREA, STATION_ID, Centre, station_topic, topic
 
 CAP_DIR = Path(__file__).resolve().parents[1] / "data" / "cap"
@@ -148,7 +148,7 @@ class HostileDownlink:
 
         Oversized ones (up to 3× the limit) come every `huge_every`; `giants` of them are
         `giant_mib` (low, high) MiB instead, at random places. With `packet_limit` (the Maximum Packet Size an
-        MQTT 5 station declares, gateway.sync.max_packet_bytes) a message whose packet is
+        MQTT 5 station declares, gateway.uplink.link.max_packet_bytes) a message whose packet is
         larger never reaches the station: the broker drops it, so it must cause nothing.
         """
         out: list[Hostile] = []

@@ -26,11 +26,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.alert_model import Alert, alert_to_json
-from gateway.cap import build_cap
 from gateway.config import Config
-from gateway.envelope import seal
-from gateway.keys import public_key_b64
+from gateway.downlink.alert_model import Alert, alert_to_json
+from gateway.downlink.cap import build_cap
+from gateway.downlink.envelope import seal
+from gateway.downlink.keys import public_key_b64
 
 ROOT = Path(__file__).resolve().parents[2]
 STATION_ID = "t-371581001201-01"

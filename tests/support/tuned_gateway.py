@@ -5,7 +5,7 @@ in-memory reading buffer that rides out a full disk holds 100,000 readings, and 
 `downlink_rejected` events wait for the end of a one-minute window. A test that wants to see
 the buffer overflow or a window close runs the real service with a smaller constant:
 
-    python -m tests.support.tuned_gateway gateway.store.MAX_BUFFERED_READINGS=2000 -- run -c FILE
+    python -m tests.support.tuned_gateway gateway.store.outbox.MAX_BUFFERED_READINGS=2000 -- run -c FILE
 
 Each ``module.NAME=VALUE`` (VALUE a Python literal) is set before the command line runs; the
 module must already define NAME, so a renamed constant fails loudly instead of silently testing
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m tests.support.tuned_gateway MOD.NAME=VALUE ... -- ARGS")
     split = argv.index("--")
     apply(argv[:split])
-    from gateway.cli import main as cunxiang
+    from gateway.cli.main import main as cunxiang
 
     sys.argv = ["cunxiang", *argv[split + 1 :]]
     cunxiang()

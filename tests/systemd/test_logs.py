@@ -115,7 +115,7 @@ def test_a_bad_level_names_the_allowed_ones() -> None:
 def test_real_process_under_journal_stream_writes_priorities_to_stderr() -> None:
     code = (
         "import logging; from gateway.logs import setup_logging; setup_logging('info'); "
-        "logging.getLogger('gateway.sync').warning('broker unreachable, buffering')"
+        "logging.getLogger('gateway.uplink.link').warning('broker unreachable, buffering')"
     )
     env = {**os.environ, "JOURNAL_STREAM": "8:4242", "PYTHONPATH": str(PROJECT)}
     env.pop("INVOCATION_ID", None)
@@ -128,7 +128,7 @@ def test_real_process_under_journal_stream_writes_priorities_to_stderr() -> None
         check=True,
     )
     assert done.stdout == ""
-    assert done.stderr == "<4>gateway.sync: broker unreachable, buffering\n"
+    assert done.stderr == "<4>gateway.uplink.link: broker unreachable, buffering\n"
 
 
 def _pem_private_key() -> str:
@@ -155,7 +155,7 @@ def test_private_keys_and_passwords_never_reach_a_line(
     register_secret(mqtt_password + "\n")  # as read from a password file
     stream = io.StringIO()
     setup_logging("debug", stream=stream)
-    log = logging.getLogger("gateway.sync")
+    log = logging.getLogger("gateway.uplink.link")
 
     log.info("loaded client key %s", pem)
     log.debug("connect host=broker.example password=%s keepalive=30", "hunter22")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.notify import SystemdNotifier
-from gateway.status_socket import candidate_paths, socket_path
+from gateway.status.server import candidate_paths, socket_path
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "cunxiang.service"
 EXEC_BINARY = "/opt/cunxiang/venv/bin/cunxiang"

@@ -1,1 +1,1 @@
-"""Tests of the durable outbox (gateway/store.py) and the MQTT uplink (gateway/sync.py)."""
+"""Tests of the durable outbox (gateway/store/outbox.py) and the MQTT uplink (gateway/uplink/link.py)."""

@@ -24,8 +24,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import Config
-from gateway.store import Store
-from gateway.sync import Uplink
+from gateway.store.outbox import Store
+from gateway.uplink.link import Uplink
 from tests.support.mosquitto import Mosquitto
 from tests.support.tls import KeyPair
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import alert_log
-from gateway.answered import AnsweredLog
+from gateway.downlink.answered import AnsweredLog
 from gateway.log_folding import LogFolder
-from gateway.store import Store, now_ms
+from gateway.store import alert_log
+from gateway.store.outbox import Store, now_ms
 
 
 def open_store(path: Path) -> Store:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.poison import MAX_ENTRIES, PoisonGuard
+from gateway.downlink.poison import MAX_ENTRIES, PoisonGuard
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

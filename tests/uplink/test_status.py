@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gateway.cli_status import status
+from gateway.cli.status import status
 from tests.support.mosquitto import Mosquitto
 from tests.uplink.conftest import AREA, add_readings, config_data, running, write_config
 from tests.uplink.conftest import make_config as build_config

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import store as store_module
-from gateway.store import SeqRanges, Store, StoreError, runs_of
-from gateway.store_schema import SCHEMA_VERSION
+from gateway.store import outbox as store_module
+from gateway.store.outbox import SeqRanges, Store, StoreError, runs_of
+from gateway.store.schema import SCHEMA_VERSION
 from tests.uplink.conftest import STATION_ID, add_readings
 
 DAY_MS = 86_400_000

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import store as store_module
-from gateway.store import Store
+from gateway.store import outbox as store_module
+from gateway.store.outbox import Store
 from tests.uplink.conftest import add_readings
 from tests.uplink.test_store import new_store
 

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from gateway.store import Store
+from gateway.store.outbox import Store
 from tests.uplink.conftest import STATION_ID
 
 

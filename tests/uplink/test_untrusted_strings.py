@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Store
+from gateway.store.outbox import Store
 
 
 def open_store(path: Path) -> Store:

@@ -1,0 +1,1 @@
+"""The `cunxiang` command line: one module per group of subcommands."""
