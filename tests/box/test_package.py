@@ -77,6 +77,49 @@ def test_install_keeps_an_edited_config_and_only_purge_removes_data(tmp_path: Pa
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_the_station_imports_its_own_packages_beside_others_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    """The wheel installs three top-level packages with common names: gateway, drivers, audio
+    (docs/decisions.md, "Package names"). They live only in the station's own venv under
+    /opt/cunxiang, never in the system's dist-packages, and the venv finds its own first even
+    when another Debian package put modules of the same names there (the venv sees the
+    system's site-packages for python3-pyaudio)."""
+    deb = build_deb()
+    root = copy_root(tmp_path)
+    try:
+        system = root / "usr/lib/python3/dist-packages"
+        for name in ("gateway", "drivers", "audio"):
+            (system / name).mkdir(parents=True)
+            (system / name / "__init__.py").write_text(
+                f"raise ImportError('the system-wide {name}, not the station')\n"
+            )
+        shutil.copy(deb, root / "tmp" / deb.name)
+        installed = chroot(root, "dpkg", "-i", f"/tmp/{deb.name}")
+        assert installed.returncode == 0, installed.stdout
+
+        where = chroot(
+            root,
+            "/opt/cunxiang/venv/bin/python",
+            "-c",
+            "import gateway, drivers, audio; "
+            "print(gateway.__file__, drivers.__file__, audio.__file__)",
+        )
+        assert where.returncode == 0, where.stdout
+        paths = where.stdout.split()
+        assert len(paths) == 3 and all(p.startswith("/opt/cunxiang/venv/lib/") for p in paths), (
+            where.stdout
+        )
+        check = chroot(root, "cunxiang", "check-config", "-c", "/etc/cunxiang/gateway.toml")
+        assert "the system-wide" not in check.stdout, check.stdout
+
+        listed = chroot(root, "dpkg", "-L", "cunxiang").stdout.splitlines()
+        outside = [f for f in listed if "-packages" in f and not f.startswith("/opt/cunxiang/")]
+        assert not outside, outside
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_the_lock_pins_every_runtime_dependency() -> None:
     """A dependency added to pyproject.toml must be pinned in packaging/deb/requirements.lock,
     or the package installs without it (PyAudio comes from Debian's python3-pyaudio)."""
