@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpiozero.pins.mock import MockFactory
 
 from audio.amp import Amplifier
-from audio.broadcast_queue import Broadcast, BroadcastQueue
+from audio.broadcast import Broadcast
+from audio.broadcast_queue import BroadcastQueue
 from audio.clips import load_clip
 from audio.player import Player
 from audio.tones import render_tone

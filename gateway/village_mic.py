@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from audio.broadcast_queue import Broadcast, BroadcastQueue
+from audio.broadcast import Broadcast
+from audio.broadcast_queue import BroadcastQueue
 from audio.microphone import MicInput, MicrophoneError, Talk
 from audio.ptt import PushToTalk
 from gateway.clock import StationClock

@@ -25,7 +25,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from audio.broadcast_queue import Broadcast, BroadcastQueue, Speech
+from audio.broadcast import Broadcast, Speech
+from audio.broadcast_queue import BroadcastQueue
 from audio.clips import BadAudio, UnknownClip, decode_wav, load_clip
 from audio.speech import Speaker, SpeechText
 from audio.tts import Tts, TtsUnavailable

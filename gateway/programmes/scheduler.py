@@ -21,8 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from audio.broadcast_queue import Broadcast
-from audio.broadcast_queue import Speech as BroadcastSpeech
+from audio.broadcast import Broadcast
+from audio.broadcast import Speech as BroadcastSpeech
 from audio.clips import BadAudio, UnknownClip
 from gateway.clock import StationClock
 from gateway.programmes.book import ProgrammeBook

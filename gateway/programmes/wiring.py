@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from audio.broadcast_queue import BroadcastQueue, Speech
+from audio.broadcast import Speech
+from audio.broadcast_queue import BroadcastQueue
 from audio.clips import decode_wav, load_clip
 from gateway.clock import StationClock
 from gateway.config import Config

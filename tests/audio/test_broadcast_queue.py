@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from audio.broadcast_queue import Broadcast
+from audio.broadcast import Broadcast
 from audio.clips import BadAudio, UnknownClip
 from audio.tones import render_tone
 from audio.tts import TtsUnavailable
@@ -120,7 +120,7 @@ def test_silent_test_alert_reports_played_and_writes_nothing(make_rig, pin_facto
 
 
 def test_missing_device_fails_after_retries_and_reports_a_fault(make_rig, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="audio.broadcast_queue")
+    caplog.set_level(logging.WARNING, logger="audio.broadcast_worker")
     rig = make_rig(device="usb-horn-speaker", retries=2)
     rig.queue.submit(broadcast("a-3", sine(440, 0.2)))
     extra = rig.recorder.wait_for("a-3", "failed")
