@@ -128,14 +128,14 @@ class Bench:
         self.first_write = threading.Event()
         self.written_at = 0.0
         self.handled_at = 0.0
-        station.player.on_first_write = self._on_first_write
-        handle = station.intake.handle
+        station.parts.player.on_first_write = self._on_first_write
+        handle = station.parts.intake.handle
 
         def timed_handle(topic_: str, payload: bytes) -> None:
             self.handled_at = time.monotonic()
             handle(topic_, payload)
 
-        station.intake.handle = timed_handle
+        station.parts.intake.handle = timed_handle
 
     def _on_first_write(self, _queued_s: float) -> None:
         self.written_at = time.monotonic()
@@ -160,7 +160,7 @@ class Bench:
         played = f'"alert":"{alert_id}","status":"played"'.encode()
         self.receipts.wait_for(lambda m: played in m.payload, timeout=10)
         wait_until(
-            lambda: self.station.queue.state == "idle" and not self.pin.state,
+            lambda: self.station.parts.queue.state == "idle" and not self.pin.state,
             10,
             "the station to go idle (stream stopped, relay off)",
         )

@@ -89,7 +89,7 @@ def text_first_sound(alerts: int) -> dict[str, Any]:
                 written_at[0] = time.monotonic()
                 wrote.set()
 
-        station.player.on_first_write = on_first_write
+        station.parts.player.on_first_write = on_first_write
         samples: list[float] = []
         try:
             for n in range(alerts + 1):
@@ -101,8 +101,10 @@ def text_first_sound(alerts: int) -> dict[str, Any]:
                 if not wrote.wait(30):
                     raise RuntimeError(f"text alert {n} never reached the audio device")
                 samples.append((written_at[0] - published_at) * 1000)
-                station.queue.cancel_all()
-                wait_until(lambda: station.queue.state == "idle", 30, "the station to go idle")
+                station.parts.queue.cancel_all()
+                wait_until(
+                    lambda: station.parts.queue.state == "idle", 30, "the station to go idle"
+                )
                 time.sleep(0.3)  # the rest of the text finishes rendering, as it would
         finally:
             publisher.close()

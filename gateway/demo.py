@@ -150,8 +150,7 @@ async def _run(
     task = asyncio.create_task(station.run())
 
     def connected() -> bool:
-        uplink = getattr(station, "uplink", None)
-        return uplink is not None and bool(uplink.connected)
+        return station.built and station.parts.uplink.connected
 
     centre_task = asyncio.create_task(
         play_the_centre(centre, connected, screen.item_started, screen.published, screen.say)

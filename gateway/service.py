@@ -1,10 +1,14 @@
-"""The running station: the one object that wires store, sync, drivers, rules, alerts and audio.
+"""The running station: what flows in from the parts, the ticks, and the wait for a stop.
 
 Everything here happens on one asyncio event loop. Drivers, the audio worker and
 paho run in their own threads and hand what they produce to the loop with
 `call_soon_threadsafe`; the loop decides what becomes a record, an event, a
 receipt or a broadcast. This is the only place with mutable state shared across
 the service (the house style): every other module gets what it needs passed in.
+
+`Station.run` builds the parts (gateway/parts.py), which closes whatever it opened if a part
+cannot be built, then only runs: it answers status requests, ticks, pings systemd, and waits
+for SIGTERM/SIGINT or `stop()`; leaving it closes the parts in reverse order.
 """
 
 from __future__ import annotations
@@ -12,32 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from audio.amp import Amplifier, AmplifierError
-from audio.broadcast_queue import BroadcastQueue
-from audio.player import Player
 from drivers.base import Health, Reading
-from drivers.registry import create as create_driver
-from gateway import __version__
-from gateway.clock import StationClock
 from gateway.config import Config
-from gateway.downlink.intake import Intake
+from gateway.events import OnRecord
 from gateway.memory import return_large_buffers
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog
-from gateway.programmes.wiring import start_programmes
-from gateway.rules import RuleEngine, RuleEvent
-from gateway.status.live import live_status
-from gateway.status.model import protocol_state, status_json
-from gateway.status.server import StatusServer, socket_path
-from gateway.store.outbox import Store, Stored
-from gateway.uplink.link import Uplink
-from gateway.village_mic import VillageMicrophone
+from gateway.parts import Parts, build_parts
+from gateway.rules import RuleEvent
+from gateway.status.live import live_status, programme_fields
+from gateway.status.model import protocol_state, recorded_status, status_json
 
 log = logging.getLogger(__name__)
 
@@ -55,78 +48,65 @@ class Station:
     def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
         self.config = config
         self.pin_factory = pin_factory
-        self.clock = StationClock(config.station.clock)
         self.boot = uuid.uuid4().hex[:16]
         self.sensor_health: dict[str, str] = {s.name: "ok" for s in config.sensors}
         self._fault_reasons: dict[str, str] = {}
         self.last_readings: dict[str, dict[str, Any]] = {}
-        self.on_record: Callable[[str, dict[str, Any]], None] | None = None
+        #: Told of every reading, event and receipt as it is recorded (the demo's screen).
+        self.on_record: OnRecord | None = None
+        self._parts: Parts | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rules_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def built(self) -> bool:
+        """True once `run` has built the parts (and after they are closed)."""
+        return self._parts is not None
+
+    @property
+    def parts(self) -> Parts:
+        """The station's parts, once `run` has built them."""
+        if self._parts is None:
+            raise RuntimeError("the station has no parts until run() builds them")
+        return self._parts
+
     # -- life cycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Start everything, serve until asked to stop, shut down cleanly. Returns the exit code."""
+        """Build the parts, serve until asked to stop, close them. Returns the exit code."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            self._parts = build_parts(
+                self.config,
+                self,
+                stack,
+                loop=self._loop,
+                pin_factory=self.pin_factory,
+                on_record=self.on_record,
+            )
+            await self._serve(self._parts, self._stopping)
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask the station to shut down (thread-safe)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def _serve(self, parts: Parts, stopping: asyncio.Event) -> None:
         notifier = SystemdNotifier()
         progress = ProgressWatchdog()
-        self.store = Store(
-            self.config.storage.path,
-            station_id=self.config.station.id,
-            max_mb=self.config.storage.max_mb,
-            max_age_days=self.config.storage.max_age_days,
-            commit_interval_s=self.config.storage.commit_interval_s,
-        )
-        self._record_event(
-            "started", {"version": __version__, "config_hash": self.config.config_hash()}
-        )
-        self.rules = RuleEngine(self.config.rules)
-        self._start_audio(progress)
-        self.uplink = Uplink(
-            self.config,
-            self.store,
-            on_downlink=self._on_downlink,
-            on_rejected=lambda *why: self.intake.reject_unread(*why),
-            state=self.state_fields,
-            loop=self._loop,
-        )
-        self.intake = Intake(
-            self.config,
-            self.store,
-            self.queue,
-            clock=self.clock,
-            uplink=self.uplink,
-            state=self.state_fields,
-            last_readings=lambda: list(self.last_readings.values()),
-        )
-        if self.on_record is not None:
-            echo = self.on_record
-            self.intake.on_receipt = lambda a, s, f: echo("receipt", {"alert": a, "status": s, **f})
-        self.intake.resume()
-        self.programmes = start_programmes(
-            self.config, self.store, self.queue, self.intake, self.clock, self._loop
-        )
-        self.microphone = self._start_microphone()
-        self.status_server = StatusServer(
-            socket_path(self.config.storage.path), lambda: status_json(live_status(self))
-        )
-        await self.status_server.start()
-        self.drivers = [self._make_driver(s) for s in self.config.sensors]
-        for driver in self.drivers:
-            driver.start()
-        self._install_signals()
-        uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        await parts.status_server.start()
+        self._install_signals(stopping)
         beats = {
             "loop": progress.register("loop", 10.0),
             "uplink": progress.register("uplink", 30.0),
             "audio": progress.register("audio", AUDIO_MAX_SILENCE_S),
         }
         tasks = [
-            uplink_task,
-            asyncio.create_task(self._tick(beats, uplink_task), name="tick"),
+            asyncio.create_task(self._tick(parts, beats), name="tick"),
             asyncio.create_task(
                 run_watchdog(notifier, progress, self.status_line), name="watchdog"
             ),
@@ -135,150 +115,114 @@ class Station:
         log.info(
             "station %s running: %d sensors, %d rules, broker %s:%d",
             self.config.station.id,
-            len(self.drivers),
+            len(parts.drivers),
             len(self.config.rules),
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
-        await self._stopping.wait()
-        notifier.stopping()
-        await self._shutdown(tasks)
-        return 0
-
-    def stop(self) -> None:
-        """Ask the station to shut down (thread-safe)."""
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
-        log.info("stopping: flushing the store and telling the broker")
-        for driver in self.drivers:
-            driver.stop()
-        self.store.flush()
         try:
-            await asyncio.wait_for(self.uplink.stop(), timeout=3.0)
-        except TimeoutError:
-            log.warning("the broker did not acknowledge the shutdown in time")
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.status_server.close()
-        self.programmes.close()
-        if self.microphone is not None:
-            self.microphone.close()
-        self.queue.close()
-        self.intake.tts.close()  # the spare speech engines (audio/engine_spares.py)
-        self.amp.close()
-        self.player.close()
-        self.intake.stop()
-        self.store.set_status(broker_connected=False, running=False)
-        self.store.close()
-        log.info("stopped")
+            await stopping.wait()
+        finally:
+            notifier.stopping()
+            log.info("stopping: flushing the store and telling the broker")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            notifier.close()
 
-    def _install_signals(self) -> None:
-        assert self._loop is not None and self._stopping is not None
+    def _install_signals(self, stopping: asyncio.Event) -> None:
+        assert self._loop is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                self._loop.add_signal_handler(sig, self._stopping.set)
+                self._loop.add_signal_handler(sig, stopping.set)
 
-    # -- wiring ----------------------------------------------------------------------------
+    # -- what the parts call (gateway/parts.py `Hooks`) --------------------------------------
 
-    def _start_audio(self, progress: ProgressWatchdog) -> None:
-        audio = self.config.audio
-        self.player = Player(audio.device, volume=audio.volume)
-        try:
-            self.amp = Amplifier(
-                audio.amp_pin,
-                active_high=audio.amp_active_high,
-                warmup_s=audio.amp_warmup_s,
-                release_s=audio.amp_release_s,
-                pin_factory=self.pin_factory,
-            )
-        except AmplifierError as exc:
-            # Broadcast anyway: an amplifier that is always on still carries the sound.
-            log.error("%s; broadcasting without switching the relay", exc)
-            self._record_event("broadcast_fault", {"reason": f"amplifier: {exc}"})
-            self.amp = Amplifier(None, warmup_s=0.0, release_s=0.0)
-        self.queue = BroadcastQueue(
-            self.player,
-            self.amp,
-            repeat_gap_s=audio.repeat_gap_s,
-            retries=audio.retries,
-            on_status=self._threadsafe(lambda *a: self.intake.on_broadcast_status(*a)),
-            on_fault=self._threadsafe(self._on_broadcast_fault),
-            time_ms=self.clock.now_ms,
-            max_queue=audio.max_queue,
-        )
+    def threadsafe(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a loop-side handler so that any thread may call it.
 
-    def _start_microphone(self) -> VillageMicrophone | None:
-        if self.config.microphone is None:
-            return None
-        microphone = VillageMicrophone(
-            self.config,
-            self.config.microphone,
-            store=self.store,
-            queue=self.queue,
-            clock=self.clock,
-            rate=self.intake.rate,
-            record_event=self._record_event,
-            threadsafe=self._threadsafe,
-            pin_factory=self.pin_factory,
-        )
-        microphone.start()
-        return microphone
-
-    def _make_driver(self, sensor: Any) -> Any:
-        params = sensor.driver_params()
-        if sensor.type in ("gpio_contact", "gpio_pulse"):
-            params["pin_factory"] = self.pin_factory
-        return create_driver(
-            sensor.type, sensor.name, self._threadsafe(self._on_driver_item), **params
-        )
-
-    def _threadsafe(self, handler: Callable[..., None]) -> Callable[..., None]:
-        """Wrap a loop-side handler so that any thread may call it."""
+        The call runs on the loop, where the station always has its parts: `build_parts` cannot
+        await. A call left over from a build that failed finds none and is dropped.
+        """
         loop = self._loop
         assert loop is not None
 
         def call(*args: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-                loop.call_soon_threadsafe(handler, *args)
+                loop.call_soon_threadsafe(self._deliver, handler, args)
 
         return call
 
-    # -- what flows in ---------------------------------------------------------------------
+    def _deliver(self, handler: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self._parts is not None:
+            handler(*args)
 
-    def _on_driver_item(self, item: Reading | Health) -> None:
+    def on_driver_item(self, item: Reading | Health) -> None:
         if isinstance(item, Reading):
             self._on_reading(item)
         else:
             self._on_health(item)
-        for event in self.rules.feed(item):
+        for event in self.parts.rules.feed(item):
             self._on_rule_event(event)
         self._arm_rules_timer()
 
+    def on_downlink(self, topic: str, payload: bytes) -> None:
+        """Every message from the centre, on its way to the intake (gateway/downlink/)."""
+        self.parts.intake.handle(topic, payload)
+
+    def on_broadcast_status(self, broadcast_id: str, status: str, extra: dict[str, Any]) -> None:
+        self.parts.intake.on_broadcast_status(broadcast_id, status, extra)
+
+    def on_broadcast_fault(self, reason: str) -> None:
+        self.parts.events.record("broadcast_fault", {"reason": reason})
+        self.parts.uplink.state_changed()
+
+    def state_fields(self) -> dict[str, Any]:
+        """The docs/protocol.md §3 state object (without `online`, which the uplink sets)."""
+        return protocol_state(live_status(self, detail=False))
+
+    def latest_readings(self) -> list[dict[str, Any]]:
+        """The last value of every sensor's quantities, as the §8 ``status`` command lists them."""
+        return list(self.last_readings.values())
+
+    def status_answer(self) -> dict[str, Any]:
+        """The status socket's answer (gateway/status/server.py): everything, live."""
+        return status_json(live_status(self))
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`."""
+        status = live_status(self, detail=False)
+        broker = "broker connected" if status.broker_connected else "broker unreachable"
+        faults = [name for name, state in status.sensors.items() if state != "ok"]
+        sensors = f"sensor faults: {', '.join(faults)}" if faults else "sensors ok"
+        return f"backlog {status.backlog:,}, {broker}, audio {status.audio}, {sensors}"
+
+    # -- what flows in from the sensors ------------------------------------------------------
+
     def _arm_rules_timer(self) -> None:
         """Wake exactly when a `for_s` wait ends, so an alarm never waits for a poll."""
-        deadline = self.rules.next_deadline_ms()
+        deadline = self.parts.rules.next_deadline_ms()
         if self._rules_timer is not None:
             self._rules_timer.cancel()
             self._rules_timer = None
         if deadline is None or self._loop is None:
             return
-        delay = max(0.0, (deadline - self.clock.now_ms()) / 1000)
+        delay = max(0.0, (deadline - self.parts.clock.now_ms()) / 1000)
         self._rules_timer = self._loop.call_later(delay, self._rules_due)
 
     def _rules_due(self) -> None:
         self._rules_timer = None
-        for event in self.rules.tick(self.clock.now_ms()):
+        for event in self.parts.rules.tick(self.parts.clock.now_ms()):
             self._on_rule_event(event)
         self._arm_rules_timer()
 
     def _on_reading(self, reading: Reading) -> None:
         flags = reading.flags
-        if not self.clock.synced():
+        if not self.parts.clock.synced():
             flags = (*flags, "clock_unsynced")
-        self.store.add_reading(reading.sensor, reading.quantity, reading.value, reading.ts, flags)
+        self.parts.store.add_reading(
+            reading.sensor, reading.quantity, reading.value, reading.ts, flags
+        )
         record: dict[str, Any] = {
             "ts": reading.ts,
             "sensor": reading.sensor,
@@ -302,13 +246,14 @@ class Station:
         self.sensor_health[health.sensor] = state
         self._fault_reasons[health.sensor] = reason
         if health.ok:
-            self._record_event("sensor_ok", {"sensor": health.sensor}, health.ts)
+            self.parts.events.record("sensor_ok", {"sensor": health.sensor}, health.ts)
         else:
             fields = {"sensor": health.sensor, "reason": reason}
-            self._record_event("sensor_fault", fields, health.ts)
-        self.uplink.state_changed()
+            self.parts.events.record("sensor_fault", fields, health.ts)
+        self.parts.uplink.state_changed()
 
     def _on_rule_event(self, event: RuleEvent) -> None:
+        intake = self.parts.intake
         fields: dict[str, Any] = {"sensor": event.sensor, "rule": event.rule, "value": event.value}
         broadcast_id = None
         if event.kind == "alarm":
@@ -316,100 +261,43 @@ class Station:
             if event.broadcast is not None:
                 # Numbered by the alert log, not by the event's seq: on a full disk the
                 # event has no seq yet, and the alarm must sound all the same.
-                broadcast_id = fields["broadcast"] = self.intake.local_broadcast_id(event.rule)
-        self._record_event(event.kind, fields, event.ts)
+                broadcast_id = fields["broadcast"] = intake.local_broadcast_id(event.rule)
+        self.parts.events.record(event.kind, fields, event.ts)
         if broadcast_id is not None:
-            self.intake.local_broadcast(event, broadcast_id)
+            intake.local_broadcast(event, broadcast_id)
 
-    def _on_downlink(self, topic: str, payload: bytes) -> None:
-        self.intake.handle(topic, payload)
+    # -- the tick --------------------------------------------------------------------------
 
-    def _on_broadcast_fault(self, reason: str) -> None:
-        self._record_event("broadcast_fault", {"reason": reason})
-        self.uplink.state_changed()
-
-    def _record_event(self, type_: str, fields: dict[str, Any], ts: int | None = None) -> Stored:
-        stored = self.store.add_event(type_, fields, ts)
-        where = "held in memory: the disk is full" if stored.held else f"seq {stored.seq}"
-        log.info("event %s %s (%s)", type_, fields, where)
-        if self.on_record is not None:
-            self.on_record(type_, {"seq": stored.seq, **fields})
-        if hasattr(self, "uplink"):
-            self.uplink.wake()
-        return stored
-
-    # -- what flows out --------------------------------------------------------------------
-
-    def state_fields(self) -> dict[str, Any]:
-        """The docs/protocol.md §3 state object (without `online`, which sync sets)."""
-        return protocol_state(live_status(self, detail=False))
-
-    def time_floor_ts(self) -> int | None:
-        """The clock's time floor (docs/protocol.md §6.1, gateway/downlink/time_floor.py) for status."""
-        return self.intake.floor.floor_ms
-
-    def next_programmes(self, count: int = 5) -> list[dict[str, Any]]:
-        """The next programme items, soonest first: {id, item, at (epoch ms), local}."""
-        return self.programmes.upcoming(count) if hasattr(self, "programmes") else []
-
-    def programme_state(self) -> dict[str, Any]:
-        """`next_programme` of the §3 state, and `programme_state` saying whether they play (§10)."""
-        upcoming = self.next_programmes(1)
-        nxt = {k: upcoming[0][k] for k in ("id", "item", "at")} if upcoming else None
-        paused = "clock_unsynced" if not self.clock.synced() else "ok"
-        return {"next_programme": nxt, "programme_state": paused}
-
-    def status_line(self) -> str:
-        """One line for `systemctl status`."""
-        backlog, _ = self.store.backlog()
-        broker = "broker connected" if self.uplink.connected else "broker unreachable"
-        faults = [name for name, state in self.sensor_health.items() if state != "ok"]
-        sensors = f"sensor faults: {', '.join(faults)}" if faults else "sensors ok"
-        return f"backlog {backlog:,}, {broker}, audio {self.queue.state}, {sensors}"
-
-    def _beat_workers(
-        self, beats: dict[str, Callable[[], None]], uplink_task: asyncio.Task[None]
-    ) -> None:
+    def _beat_workers(self, parts: Parts, beats: dict[str, Callable[[], None]]) -> None:
         """Vouch for each worker that is making progress; a silent one stops systemd's pings."""
         beats["loop"]()
-        if not uplink_task.done():
+        if not parts.uplink_task.done():
             beats["uplink"]()
         # A broadcast that has written no sound for this long is stuck in the device
         # (warm-up, repeat gaps and TTS waits are all far shorter).
-        playing = self.queue.state == "playing"
-        written_recently = self.player.audible_until() > time.monotonic() - AUDIO_MAX_SILENCE_S
-        if self.queue.alive and (not playing or written_recently):
+        playing = parts.queue.state == "playing"
+        written_recently = parts.player.audible_until() > time.monotonic() - AUDIO_MAX_SILENCE_S
+        if parts.queue.alive and (not playing or written_recently):
             beats["audio"]()
 
-    async def _tick(
-        self, beats: dict[str, Callable[[], None]], uplink_task: asyncio.Task[None]
-    ) -> None:
+    async def _tick(self, parts: Parts, beats: dict[str, Callable[[], None]]) -> None:
         recorded: dict[str, Any] = {}
         recorded_at = 0
-        recorded_programmes = self.programme_state()
+        programme: tuple[dict[str, Any] | None, str | None] = programme_fields(parts)
         while True:
-            self._beat_workers(beats, uplink_task)
-            now = self.clock.now_ms()
-            self.intake.tick(now)
-            self.programmes.tick()
-            programme_state = self.programme_state()
-            if programme_state != recorded_programmes:  # a §3 field: publish it on change
-                recorded_programmes = programme_state
-                self.uplink.state_changed()
-            status = {
-                "running": True,
-                "pid": os.getpid(),
-                "boot": self.boot,
-                "broker_connected": self.uplink.connected,
-                "audio": self.queue.state,
-                "clock_synced": self.clock.synced(),
-                "sensors": dict(self.sensor_health),
-                **programme_state,
-            }
+            self._beat_workers(parts, beats)
+            now = parts.clock.now_ms()
+            parts.intake.tick(now)
+            parts.programmes.tick()
+            status = live_status(self, detail=False)
+            if (status.next_programme, status.programme_state) != programme:
+                programme = (status.next_programme, status.programme_state)
+                parts.uplink.state_changed()  # a §3 field: publish it on change
+            fields = recorded_status(status)
             # Flash wears with every write: record status when it changes, else once a minute.
-            if status != recorded or now - recorded_at >= STATUS_REFRESH_MS:
-                self.store.set_status(**status, updated_ts=now)
-                recorded, recorded_at = status, now
+            if fields != recorded or now - recorded_at >= STATUS_REFRESH_MS:
+                parts.store.set_status(**fields, updated_ts=now)
+                recorded, recorded_at = fields, now
             await asyncio.sleep(TICK_S)
 
 

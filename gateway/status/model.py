@@ -10,7 +10,9 @@ one `StationStatus` and projected from it here, so a field means the same everyw
 * `status_json` — what ``cunxiang status --json`` prints and the status socket sends: the §3
   fields plus ``last_readings``, ``alerts``, ``receipts``, ``programmes`` and the technician's
   details; `status_from_json` reads it back (the command line renders a live answer with the
-  same code as a database view).
+  same code as a database view);
+* `recorded_status` — what the running service records in the database every tick (when it
+  changes), for the database's view when the service does not answer.
 
 The builders are gateway/status/live.py (from the running service's memory) and
 gateway/status/database.py (from the database file); the text report is gateway/status/render.py.
@@ -36,6 +38,18 @@ PROTOCOL_FIELDS = (
     "oldest_unsent_ts",
     "clock_synced",
     "audio",
+    "sensors",
+    "next_programme",
+    "programme_state",
+)
+#: The fields the running service records for the database's view (with ``running``), in the
+#: order they are saved; the uplink records its own (``connected_ts``, ``last_error``...).
+RECORDED_FIELDS = (
+    "pid",
+    "boot",
+    "broker_connected",
+    "audio",
+    "clock_synced",
     "sensors",
     "next_programme",
     "programme_state",
@@ -93,6 +107,14 @@ class StationStatus:
 def protocol_state(status: StationStatus) -> dict[str, Any]:
     """The docs/protocol.md §3 state object without ``online`` (the uplink sets it)."""
     return {name: getattr(status, name) for name in PROTOCOL_FIELDS}
+
+
+def recorded_status(status: StationStatus) -> dict[str, Any]:
+    """What the running service records for `cunxiang status` when it cannot answer (read back
+    by gateway/status/database.py): ``running`` and `RECORDED_FIELDS`."""
+    return {"running": status.service_running} | {
+        name: getattr(status, name) for name in RECORDED_FIELDS
+    }
 
 
 def status_json(status: StationStatus) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_amplifier_is_on_before_the_first_sample_and_off_after_release(
                 first_writes.append((time.monotonic(), bool(pin.state)))
                 wrote.set()
 
-            station.player.on_first_write = on_first_write
+            station.parts.player.on_first_write = on_first_write
             assert pin.state is False  # off while idle
             pin.clear_states()
             cleared_at = time.monotonic()
@@ -88,7 +88,7 @@ def test_amplifier_is_on_before_the_first_sample_and_off_after_release(
                 lambda m: m.topic == RECEIPT_TOPIC and b'"played"' in m.payload, timeout=10
             )
             wait_until(lambda: len(pin.states) >= 3, 5, "the amplifier to be switched off")
-            heard_until = station.player.audible_until()
+            heard_until = station.parts.player.audible_until()
             time.sleep(0.1)
             statuses = [
                 r["status"] for r in payloads(sub.messages[:]) if r.get("alert") == alert.id

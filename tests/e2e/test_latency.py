@@ -57,7 +57,7 @@ def test_alert_publish_to_first_write_p50_within_15_ms(tmp_path: Path) -> None:
             written_at[0] = time.monotonic()
             wrote.set()
 
-        station.player.on_first_write = on_first_write
+        station.parts.player.on_first_write = on_first_write
         latencies = []
         try:
             for _ in range(ALERTS):
@@ -69,7 +69,7 @@ def test_alert_publish_to_first_write_p50_within_15_ms(tmp_path: Path) -> None:
                 assert wrote.wait(5)
                 latencies.append((written_at[0] - published_at) * 1000)
                 receipts.wait_for(played_receipt(alert.id), timeout=5)
-                wait_until(lambda: station.queue.state == "idle", 5, "the station to go idle")
+                wait_until(lambda: station.parts.queue.state == "idle", 5, "the station to go idle")
         finally:
             publisher.close()
             receipts.close()

@@ -164,7 +164,7 @@ def test_held_button_plays_the_microphone_live_an_alert_cuts_it_off_release_ends
         time.sleep(0.003)
     playing = station.wait_receipt("mic:", "playing")
     mic_id = playing["alert"]
-    talk = wait_until(lambda: station.station.microphone.talk, 5, "the microphone in use")
+    talk = wait_until(lambda: station.station.parts.microphone.talk, 5, "the microphone in use")
     time.sleep(1.5)
 
     alert_id = station.send_alert(clip="alarm", level="red", repeat=1)

@@ -118,7 +118,7 @@ broadcast = { clip = "long", repeat = 1 }
     thread.start()
     try:
         listener.wait_for("READY", "1", timeout=10)
-        wait_until(lambda: station.queue.state == "playing", 10, "the broadcast to start")
+        wait_until(lambda: station.parts.queue.state == "playing", 10, "the broadcast to start")
         # The pipe (64 KiB, about 1.5 s of audio) fills; then stream.write() blocks for good,
         # and one second later (AUDIO_MAX_SILENCE_S here) the service stops vouching for it.
         stuck = listener.wait_for("STATUS", "STUCK", timeout=8)
@@ -126,7 +126,7 @@ broadcast = { clip = "long", repeat = 1 }
         time.sleep(2.0)  # five ping intervals at WATCHDOG_USEC = 0.4 s
         pings = [n for n in listener.with_key("WATCHDOG") if n.at > stuck.at]
         assert pings == [], f"{len(pings)} pings while the audio thread was wedged"
-        assert station.queue.state == "playing"
+        assert station.parts.queue.state == "playing"
         # Un-wedge: read the pipe; pings come back.
         drained_at = time.monotonic()
         drainer = threading.Thread(target=_drain, args=(reader, 3.0), daemon=True)

@@ -236,7 +236,7 @@ class StationThread:
 
     For tests and benchmarks that need to reach inside the running service: a
     gpiozero `MockFactory` for the amplifier pin, or the player's `on_first_write`
-    hook (`station.player`). Set `ALSA_CONFIG_PATH` (alsa_capture) before `start()`.
+    hook (`station.parts.player`). Set `ALSA_CONFIG_PATH` (alsa_capture) before `start()`.
     Signal handlers are not installed off the main thread; `stop()` shuts down cleanly.
     """
 
@@ -263,9 +263,9 @@ class StationThread:
                 raise AssertionError(f"the station failed to start: {self.error!r}")
             station = self.station
             return (
-                hasattr(station, "intake")
-                and station.uplink.connected
-                and station.queue.wait_ready(0)
+                station.built
+                and station.parts.uplink.connected
+                and station.parts.queue.wait_ready(0)
             )
 
         wait_until(ready, timeout, "the in-process station to connect")
