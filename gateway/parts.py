@@ -13,6 +13,7 @@ the audio and last the store.
 
 `build_parts` is a plain function on purpose: it cannot await, so nothing the parts hand to the
 event loop (a broadcast's progress, a sensor's reading) runs before the station has its parts.
+The uplink starts last, once every part exists: a station that cannot be built never connects.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Parts:
     queue: BroadcastQueue
     intake: Intake
     uplink: Uplink
-    uplink_task: asyncio.Task[None]
+    uplink_run: UplinkRun
     programmes: ProgrammeScheduler
     microphone: VillageMicrophone | None
     status_server: StatusServer
@@ -120,6 +121,33 @@ class UplinkPort:
 
     def resend(self, from_seq: int, to_seq: int) -> tuple[int, int] | None:
         return self.uplink.resend(from_seq, to_seq)
+
+
+class UplinkRun:
+    """The uplink's run on the event loop: started last, when every part exists; at a stop,
+    what is buffered is committed, the broker takes it and hears "offline", then it ends."""
+
+    def __init__(self, store: Store, uplink: Uplink) -> None:
+        self._store = store
+        self._uplink = uplink
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = loop.create_task(self._uplink.run(), name="uplink")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        self._store.flush()
+        try:
+            await asyncio.wait_for(self._uplink.stop(), timeout=UPLINK_STOP_S)
+        except TimeoutError:
+            log.warning("the broker did not acknowledge the shutdown in time")
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def build_parts(
@@ -183,8 +211,8 @@ def build_parts(
         loop=loop,
     )
     port.bind(uplink)
-    uplink_task = loop.create_task(uplink.run(), name="uplink")
-    stack.push_async_callback(_stop_uplink, store, uplink, uplink_task)
+    uplink_run = UplinkRun(store, uplink)
+    stack.push_async_callback(uplink_run.stop)
     intake.resume()
 
     programmes = start_programmes(config, store, queue, intake, clock, loop)
@@ -211,6 +239,7 @@ def build_parts(
     for driver in drivers:
         stack.callback(driver.stop)
         driver.start()
+    uplink_run.start(loop)
     return Parts(
         clock=clock,
         store=store,
@@ -221,7 +250,7 @@ def build_parts(
         queue=queue,
         intake=intake,
         uplink=uplink,
-        uplink_task=uplink_task,
+        uplink_run=uplink_run,
         programmes=programmes,
         microphone=microphone,
         status_server=status_server,
@@ -259,17 +288,6 @@ def _receipt_echo(on_record: OnRecord) -> Callable[[str, str, dict[str, Any]], N
         on_record("receipt", {"alert": alert, "status": status, **fields})
 
     return echo
-
-
-async def _stop_uplink(store: Store, uplink: Uplink, task: asyncio.Task[None]) -> None:
-    """Commit what is buffered, let the broker take it and hear "offline", then disconnect."""
-    store.flush()
-    try:
-        await asyncio.wait_for(uplink.stop(), timeout=UPLINK_STOP_S)
-    except TimeoutError:
-        log.warning("the broker did not acknowledge the shutdown in time")
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def _close_intake(intake: Intake) -> None:

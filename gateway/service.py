@@ -271,7 +271,7 @@ class Station:
     def _beat_workers(self, parts: Parts, beats: dict[str, Callable[[], None]]) -> None:
         """Vouch for each worker that is making progress; a silent one stops systemd's pings."""
         beats["loop"]()
-        if not parts.uplink_task.done():
+        if parts.uplink_run.running:
             beats["uplink"]()
         # A broadcast that has written no sound for this long is stuck in the device
         # (warm-up, repeat gaps and TTS waits are all far shorter).
