@@ -41,6 +41,7 @@ def check_config(config_path: Path) -> None:
 )
 def run(config_path: Path, log_level: str) -> None:
     """Run the station service in the foreground (systemd runs this)."""
+    from drivers.registry import DriverConfigError
     from gateway.logs import setup_logging
     from gateway.service import run_station
     from gateway.store.outbox import StoreError
@@ -52,6 +53,9 @@ def run(config_path: Path, log_level: str) -> None:
     except StoreError as exc:
         click.echo(f"{config_path}: storage.path: {exc}", err=True)
         sys.exit(2)
+    except DriverConfigError as exc:  # a value the schema allows and the driver refuses
+        click.echo(f"{config_path}: {exc}", err=True)
+        sys.exit(EX_CONFIG)
 
 
 @main.command("demo")

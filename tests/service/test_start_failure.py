@@ -3,14 +3,19 @@
 A Modbus level transmitter whose decimals register is its value register passes the config's
 schema (`cunxiang check-config` says OK); only its driver refuses it, and the driver is the
 last part the service builds — after the store, the audio, the intake and the uplink exist
-(gateway/parts.py). Every thread and file the build opened is closed again, the database is
-not locked and no status socket is left, so the corrected config starts at once.
+(gateway/parts.py). What a technician observes: `cunxiang run` names the sensor and what is
+wrong, without a traceback, and exits 78 (EX_CONFIG: systemd does not restart it, a restart
+cannot fix the file); the database is not locked and no status socket is left, so the
+corrected config starts at once. In the test process, every thread and file the build opened
+is closed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,9 +24,10 @@ import pytest
 from drivers.registry import DriverConfigError
 from gateway.config import load_config
 from gateway.service import Station
+from gateway.status.database import read_status, service_running
 from gateway.status.server import socket_path
 from gateway.store.outbox import Store
-from tests.support.station import write_config
+from tests.support.station import AREA, write_config
 
 REFUSED = """
 [[sensors]]
@@ -32,6 +38,7 @@ register = 5
 decimals_register = 5
 """
 FIXED = REFUSED.replace("decimals_register = 5\n", "")
+WHY = 'sensor "tank" (modbus_level): decimals_register and register must differ'
 #: Threads the build starts: the store's committer, the audio worker and notifier, the drivers.
 BUILT_THREADS = ("cunxiang-store", "broadcast-worker", "broadcast-notify", "driver-")
 
@@ -47,6 +54,34 @@ def _open_in(folder: Path) -> list[str]:
         if target.startswith(str(folder)):
             held.append(target)
     return held
+
+
+def _run(config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNTIME_DIRECTORY", "NOTIFY_SOCKET")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_cunxiang_run_names_the_refused_sensor_exits_78_and_leaves_nothing_locked(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, 1, body=REFUSED)
+    database = tmp_path / "station.db"
+
+    done = _run(config)
+
+    assert done.returncode == 78, done.stderr[-3000:]
+    assert WHY in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not socket_path(database, {}).exists()
+    assert not service_running(database)
+    assert read_status(database, AREA).service_running is False
 
 
 def test_a_late_failure_closes_every_part_built_before_it(tmp_path: Path) -> None:
