@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import Config
+from gateway.downlink.alert_model import ALL_AREAS, area_path
 
 Route = Literal["alert", "command", "programme"]
 
 
 def programme_topics(prefix: str, station_id: str, area: str) -> frozenset[str]:
     """The retained topics schedules come on (docs/protocol.md §2); `prefix` ends with /."""
-    codes = ("all", *(area[:n] for n in (2, 4, 6, 9, 12)))
+    codes = (ALL_AREAS, *area_path(area))
     return frozenset(
         {
             *(f"{prefix}programme/{code}" for code in codes),
