@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -77,6 +78,16 @@ class PayloadError(Exception):
 def is_valid_id(value: object) -> bool:
     """True for 1–128 printable characters (docs/protocol.md §6.1)."""
     return isinstance(value, str) and 0 < len(value) <= ID_MAX_CHARS and value.isprintable()
+
+
+def _printable_id(value: str) -> str:
+    if not is_valid_id(value):
+        raise ValueError("id must be 1-128 printable characters")
+    return value
+
+
+#: The `id` of an alert or a command (docs/protocol.md §6.1, §8).
+MessageId = Annotated[str, AfterValidator(_printable_id)]
 
 
 def normalize_area(code: str) -> str:
@@ -162,7 +173,7 @@ class Alert(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
-    id: str
+    id: MessageId
     sender: Annotated[str, Field(min_length=1)]
     sent: AwareDatetime
     expires: AwareDatetime
@@ -179,13 +190,6 @@ class Alert(BaseModel):
     tone: Tone | None = None
     repeat: Annotated[int, Field(ge=1, le=10)] | None = None
     language: Annotated[str, Field(pattern=LANGUAGE_TAG)] = DEFAULT_LANGUAGE
-
-    @field_validator("id")
-    @classmethod
-    def _id_printable(cls, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValueError("id must be 1-128 printable characters")
-        return value
 
     @field_validator("status", mode="before")
     @classmethod
@@ -253,10 +257,11 @@ def _reason_of(exc: ValidationError) -> str:
     return special[0]
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, what: str = "alert") -> str:
+    """The first five errors of a payload, where and what, for the log."""
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "alert"
+        where = ".".join(str(p) for p in err["loc"]) or what
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
 
@@ -267,7 +272,7 @@ def alert_from_fields(fields: dict[str, Any]) -> Alert:
     try:
         return Alert.model_validate(fields)
     except ValidationError as exc:
-        raise PayloadError(_reason_of(exc), _describe(exc), alert_id) from None
+        raise PayloadError(_reason_of(exc), describe(exc), alert_id) from None
 
 
 def readable_id(payload: bytes) -> str | None:
@@ -288,7 +293,7 @@ def parse_alert_json(payload: bytes) -> Alert:
     try:
         return Alert.model_validate_json(payload)
     except ValidationError as exc:
-        raise PayloadError(_reason_of(exc), _describe(exc), readable_id(payload)) from None
+        raise PayloadError(_reason_of(exc), describe(exc), readable_id(payload)) from None
 
 
 def alert_to_json(alert: Alert) -> bytes:

@@ -14,6 +14,10 @@ least those of the last `KEEP_MS` are kept, older ones are deleted every `TRIM_E
 answers and by the storage budget. New answers are written once a second in one transaction
 (`flush`); meanwhile, and while the disk is full, they wait in a bounded memory table that
 the lookup consults first.
+
+While a message is being handled (`handling`), the first receipt or command response naming
+an id (`note`) is the answer remembered for it, once the handler is done (`handled`): after
+the broadcast is queued, off the way to the first sound.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class AnsweredLog:
         self._keep_ms = keep_ms
         self._unsaved: OrderedDict[tuple[str, bytes], tuple[str, int]] = OrderedDict()
         self._added = 0
+        self._handling: tuple[str, bytes] | None = None
+        self._answer: tuple[str, bytes, str] | None = None
         store.add_trimmer(self._trim)
 
     def answered(self, key: str, sha256: bytes) -> str | None:
@@ -61,6 +67,24 @@ class AnsweredLog:
             log.error("cannot look up answered messages: %s", exc)
             return None
         return None if row is None else str(row[0])
+
+    def handling(self, key: str, sha256: bytes) -> None:
+        """A message never answered is being handled: its first answer is to be remembered."""
+        self._handling = (key, sha256)
+
+    def note(self, message_id: str) -> None:
+        """An answer naming `message_id` was written: the first one answers the message handled."""
+        if self._handling is not None:
+            key, sha256 = self._handling
+            self._handling = None
+            self._answer = (key, sha256, message_id)
+
+    def handled(self) -> None:
+        """The message's handler is done: remember its answer, if it had one."""
+        self._handling = None
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            self.add(*answer)
 
     def add(self, key: str, sha256: bytes, message_id: str) -> None:
         """Remember that this message was answered (naming `message_id`).

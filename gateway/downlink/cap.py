@@ -179,9 +179,16 @@ def _audio(cap: _CapReader, info: ET.Element) -> dict[str, str] | None:
     return None
 
 
+def _speech_parts(cap: _CapReader, info: ET.Element) -> tuple[str, str, str]:
+    """An `<info>`'s (headline, description, instruction), each "" when absent."""
+    headline, description, instruction = (
+        cap.text(info, name) for name in ("headline", "description", "instruction")
+    )
+    return headline, description, instruction
+
+
 def _speech_text(cap: _CapReader, info: ET.Element) -> str:
-    parts = (cap.text(info, name) for name in ("headline", "description", "instruction"))
-    return "\n".join(part for part in parts if part)
+    return "\n".join(part for part in _speech_parts(cap, info) if part)
 
 
 def _language(cap: _CapReader, info: ET.Element) -> str:
@@ -258,12 +265,7 @@ def speech_parts(payload: bytes) -> tuple[str, str, str] | None:
         return None
     cap = _CapReader(_namespace_of(root))
     info = _chosen_info(cap, root)
-    if info is None:
-        return None
-    headline, description, instruction = (
-        cap.text(info, name) for name in ("headline", "description", "instruction")
-    )
-    return headline, description, instruction
+    return None if info is None else _speech_parts(cap, info)
 
 
 def _cap_timestamp(moment: datetime) -> str:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.downlink.alert_model import PayloadError, is_valid_id, readable_id
+from gateway.downlink.alert_model import MessageId, PayloadError, describe, readable_id
 from gateway.downlink.payload_limits import check_json_payload, check_seq
 
 CommandName = Literal["status", "speaker_test", "cancel_all", "resend"]
@@ -69,19 +69,12 @@ class Command(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
-    id: str
+    id: MessageId
     station: Annotated[str, Field(min_length=1, max_length=64)]
     sent: AwareDatetime
     expires: AwareDatetime
     cmd: CommandName
     args: dict[str, Any] = {}
-
-    @field_validator("id")
-    @classmethod
-    def _id_printable(cls, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValueError("id must be 1-128 printable characters")
-        return value
 
     @model_validator(mode="after")
     def _checked(self) -> Command:
@@ -104,10 +97,7 @@ def parse_command(payload: bytes, max_lifetime_s: int | None = None) -> Command:
     try:
         command = Command.model_validate_json(payload)
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'command'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
+        detail = describe(exc, "command")
         raise PayloadError("bad_payload", detail, readable_id(payload)) from None
     lifetime = (command.expires - command.sent).total_seconds()
     if max_lifetime_s is not None and lifetime > max_lifetime_s:

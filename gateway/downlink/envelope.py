@@ -74,11 +74,16 @@ def max_raw_size(max_payload_bytes: int) -> int:
     return 4 * math.ceil(max_payload_bytes / 3) + ENVELOPE_OVERHEAD_BYTES
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value counts would be the parser's guess."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A `json.loads` object_pairs_hook: the object, or DuplicateKey (envelopes and payloads)."""
     obj: dict[str, Any] = {}
     for name, value in pairs:
         if name in obj:
-            raise ValueError(f"duplicate field {name!r}")
+            raise DuplicateKey(f"duplicate key {name!r}")
         obj[name] = value
     return obj
 
@@ -86,7 +91,7 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _decode_json_object(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates)
+        obj = json.loads(text, object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise EnvelopeError("bad_envelope", f"not a UTF-8 JSON object ({exc})") from None
     if not isinstance(obj, dict):

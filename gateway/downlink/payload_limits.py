@@ -21,9 +21,9 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import Any
 
 from gateway.downlink.alert_model import PayloadError, is_valid_id, readable_id
+from gateway.downlink.envelope import DuplicateKey, unique_keys
 
 #: docs/protocol.md §6.1: an update or cancel names at most this many alerts.
 MAX_REFERENCES = 100
@@ -60,27 +60,16 @@ def cap_identifier(payload: bytes) -> str | None:
     return value if is_valid_id(value) else None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in seen:
-            raise ValueError(f"duplicate key {name!r}")
-        seen[name] = value
-    return seen
-
-
 def check_json_payload(payload: bytes) -> None:
     """PayloadError for duplicate keys or too many references; else nothing.
 
     A payload that is not JSON at all is left to the parser, which says why.
     """
     try:
-        obj = json.loads(payload, object_pairs_hook=_no_duplicates)
-    except ValueError as exc:
-        if "duplicate key" in str(exc):
-            raise PayloadError("bad_payload", str(exc), readable_id(payload)) from None
-        return
-    except RecursionError:
+        obj = json.loads(payload, object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
+        raise PayloadError("bad_payload", str(exc), readable_id(payload)) from None
+    except (ValueError, RecursionError):
         return
     if isinstance(obj, dict):
         found = obj.get("id")

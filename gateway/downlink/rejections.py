@@ -1,4 +1,4 @@
-"""Rate limiting of `downlink_rejected` events (docs/protocol.md §5).
+"""`downlink_rejected` events (docs/protocol.md §5): logged, rate limited, stored.
 
 Forged or broken downlink can arrive as fast as a broker delivers it. The
 first rejection of a reason is reported at once and opens a one-minute
@@ -7,13 +7,24 @@ one event published when the window ends, with `count` (how many messages it
 stands for) and the `topic`, `key` and `payload_sha256` of the last one.
 
 Memory is bounded whatever arrives: state is kept per reason code, and the
-reason codes are the fixed vocabulary of docs/protocol.md §7.
+reason codes are the fixed vocabulary of docs/protocol.md §7. `Rejections` is what
+every downlink handler calls when a message fails as an envelope (or as a payload
+whose id cannot be read): a folded log line, a folded event, nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.clock import StationClock
+from gateway.log_folding import LogFolder
+from gateway.store.outbox import Store
+from gateway.untrusted import untrusted_text
+
+log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 REASONS: frozenset[str] = frozenset(
@@ -116,3 +127,52 @@ class RejectionFolder:
         earlier = self._ready.get(reason)
         count = window.count + (earlier["count"] if earlier else 0)
         self._ready[reason] = _event(reason, window.topic, window.key, window.payload_sha256, count)
+
+
+class Rejections:
+    """Reports downlink messages rejected unanswered: a log line and a folded event each."""
+
+    def __init__(self, store: Store, clock: StationClock) -> None:
+        self.store = store
+        self.clock = clock
+        self.folder = RejectionFolder()
+        self.log_folder = LogFolder(log)
+
+    def reject(self, reason: str, topic: str, key: str | None, payload: bytes, detail: str) -> None:
+        """A message that failed as an envelope, or a payload without a readable id."""
+        digest = hashlib.sha256(payload).hexdigest()
+        key = None if key is None else untrusted_text(key)
+        detail = untrusted_text(detail, 500)
+        self.log_folder.log(
+            f"downlink rejected ({reason})",
+            self.clock.now_ms(),
+            logging.WARNING,
+            "downlink rejected (%s) on %s, key %s, sha256 %s: %s",
+            reason,
+            topic,
+            key,
+            digest,
+            detail,
+        )
+        self._store(self.folder.record(reason, topic, key, digest, self.clock.now_ms()))
+
+    def reject_unread(self, reason: str, topic: str, sha256: str, detail: str) -> None:
+        """A downlink message the link dropped before intake saw it (`too_large`, `poison`).
+
+        Reported like any envelope failure: a log line and a folded `downlink_rejected` event.
+        """
+        log.warning("downlink rejected (%s) on %s, sha256 %s: %s", reason, topic, sha256, detail)
+        self._store(self.folder.record(reason, topic, None, sha256, self.clock.now_ms()))
+
+    def tick(self, now_ms: int) -> None:
+        """Store the folded events, and write the folded log lines, whose minute has ended."""
+        for event in self.folder.due(now_ms):
+            self._store(event)
+        self.log_folder.tick(now_ms)
+
+    def _store(self, event: dict[str, Any] | None) -> None:
+        if event is None:
+            return
+        fields = dict(event)
+        type_ = str(fields.pop("type", "downlink_rejected"))
+        self.store.add_event(type_, fields)

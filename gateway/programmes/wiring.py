@@ -37,7 +37,7 @@ def item_speech(config: Config, intake: Intake) -> Callable[[ItemBase], Speech |
             pcm = load_clip(config.audio.clips_dir, item.clip, intake.rate)
             return lambda: pcm
         if item.text:
-            return intake._tts(item.text)
+            return intake.broadcasts.tts(item.text)
         return None
 
     return speech
@@ -64,7 +64,7 @@ def start_programmes(
         submit=queue.submit,
         clock=clock,
         speech=item_speech(config, intake),
-        receipt=intake._receipt,
+        receipt=intake.receipts.receipt,
         call_later=call_later,
     )
     receiver = ScheduleReceiver(
@@ -73,8 +73,8 @@ def start_programmes(
         station_topic=f"{config.mqtt.topic_prefix}/station/{config.station.id}/programme",
         clips_dir=config.audio.clips_dir,
         rate=intake.rate,
-        receipt=intake._receipt,
-        reject_downlink=intake._reject_downlink,
+        receipt=intake.receipts.receipt,
+        reject_downlink=intake.rejections.reject,
         on_change=scheduler.schedules_changed,
         may=lambda key, type_, areas: authorised(intake.scopes[key], type_, areas),
     )
