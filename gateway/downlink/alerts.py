@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from audio.broadcast_queue import BroadcastQueue, Speech
+from audio.broadcast import Speech
+from audio.broadcast_queue import BroadcastQueue
 from audio.clips import BadAudio, UnknownClip
 from gateway.clock import StationClock
 from gateway.config import Config

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from audio.broadcast_queue import Broadcast, Speech
+from audio.broadcast import Broadcast, Speech
 from audio.clips import BadAudio, decode_wav, load_clip
 from audio.speech import Speaker, SpeechText
 from audio.tts import TtsUnavailable
