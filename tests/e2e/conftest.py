@@ -2,7 +2,7 @@
 
 docs/protocol.md §6–§9 is a promise about what is observable from outside: what the
 centre receives on `cx/v1/station/<id>/#` and what reaches the loudspeakers. So
-these tests run the real `cunxiang run` in a subprocess (tests/support/station.py)
+these tests run the real `cunxiang run` in a subprocess (harness/station.py)
 against a private Mosquitto, with real PyAudio writing into an ALSA `file` PCM,
 and assert only on the receipts, events and command responses a subscriber gets
 and on the samples the amplifier would have been given.
@@ -30,9 +30,9 @@ from typing import Any
 
 from gateway.downlink.alert_model import Alert, alert_to_json
 from gateway.downlink.envelope import seal
-from tests.support.alsa_capture import AlsaCapture, read_samples, write_alsa_config
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.alsa_capture import AlsaCapture, read_samples, write_alsa_config
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import (
     AREA,
     STATION_ID,
     Centre,

@@ -20,6 +20,7 @@ from audio.clips import decode_wav
 from audio.tones import render_tone
 from audio.tts import Tts
 from gateway.downlink.alert_model import InlineAudio
+from harness.alsa_capture import read_samples, sound_runs
 from tests.e2e.conftest import (
     BEEP,
     RATE,
@@ -30,7 +31,6 @@ from tests.e2e.conftest import (
     sine_pcm,
     wav_bytes,
 )
-from tests.support.alsa_capture import read_samples, sound_runs
 
 GAP_S = 0.2  # write_config's repeat_gap_s
 GAP_BYTES = 2 * round(GAP_S * RATE)

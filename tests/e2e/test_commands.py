@@ -19,6 +19,7 @@ import pytest
 
 from audio.pcm import scale
 from audio.tones import render_tone
+from harness.station import wait_until
 from tests.e2e.conftest import (
     CMD_TOPIC,
     EVENT_TOPIC,
@@ -29,7 +30,6 @@ from tests.e2e.conftest import (
     running_station,
     sine_pcm,
 )
-from tests.support.station import wait_until
 
 SENSOR = """
 [[sensors]]

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.station import wait_until
 from tests.e2e.conftest import RECEIPT_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.station import wait_until
 
 RULE = "river-high"
 LEVEE = sine_pcm(350, 1.5, amplitude=0.3)

@@ -24,12 +24,12 @@ from audio.speech_text import segments
 from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
-from benchmarks.speech_bench import text_first_sound
 from gateway.downlink.cap import parse_cap, speech_parts
 from gateway.downlink.envelope import seal
+from harness.cap_vectors import REAL_VECTORS, identifier, localised
+from harness.station import AREA
+from harness.text_first_sound import text_first_sound
 from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.cap_vectors import REAL_VECTORS, identifier, localised
-from tests.support.station import AREA
 
 RED = sine_pcm(1500, 0.3, amplitude=0.6)
 PREEMPT_LIMIT_S = 0.2

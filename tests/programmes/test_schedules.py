@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.downlink.envelope import seal
+from harness.station import ROOT, Centre, wait_until
 from tests.e2e.conftest import (
     EVENT_TOPIC,
     STATE_TOPIC,
@@ -37,7 +38,6 @@ from tests.programmes.helpers import (
     schedule,
     wait_s,
 )
-from tests.support.station import ROOT, Centre, wait_until
 
 NOTICE = sine_pcm(700, 0.6, amplitude=0.3)
 LONG = sine_pcm(523, 3.0, amplitude=0.25)
