@@ -5,7 +5,7 @@ CPU share, idle memory, flash bytes at 10 readings/s) are taken from outside, as
 and the operating system see the station: a private Mosquitto on loopback
 (harness/mosquitto.py), a paho subscriber standing in for the county centre that counts
 every seq it receives, and ``python -m gateway run`` (the code of the ``cunxiang`` console
-script) started from the working tree, its figures read from /proc (benchmarks/procstat.py).
+script) started from the working tree, its figures read from /proc (harness/procstat.py).
 
 The service gets a null ALSA device (no sound card here; nothing is written to a file), mock GPIO
 pins, and its log on a pipe, as under systemd, so its own ``write_bytes`` are its database only.

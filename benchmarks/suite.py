@@ -108,7 +108,7 @@ def _section_speech(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     del workdir
     section = text_first_sound(sizes.text_alerts)
     section.update(speech_bench.cap_lengths())
-    note = f"benchmarks/speech_bench.py, {sizes.text_alerts} alerts, each a new text"
+    note = f"harness/text_first_sound.py, {sizes.text_alerts} alerts, each a new text"
     section["notes"] = {"text_p50_ms": [note], "text_p99_ms": [note]}
     return section
 

@@ -215,7 +215,7 @@ def test_red_preempts_a_long_english_message_while_it_renders(rig: Rig) -> None:
     assert len(list(cache.glob("*.wav"))) > renders_at_red
 
 
-#: A regression guard, not the target (≤ 60 ms p50, benchmarks/speech_bench.py): rendering
+#: A regression guard, not the target (≤ 60 ms p50, docs/performance.md § Targets): rendering
 #: the whole text before the first sound took 250–900 ms here; the first piece alone ~20 ms.
 TEXT_FIRST_SOUND_P50_MS = 150.0
 
