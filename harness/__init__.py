@@ -6,7 +6,8 @@ same way, or they drift apart. Everything that stands around the station lives h
 * the broker and the centre: `mosquitto` (a private Mosquitto, a subscriber), `ledger` (the
   centre counting every seq), `station` (configs, the centre's signing key, `cunxiang run` in
   a process or in a thread), `station_db` (the database looked at from outside);
-* sound: `alsa_capture` (what the loudspeakers got), `cap_vectors` (the real CAP messages),
+* sound: `sounds` (what a station is given to play, found again in a capture),
+  `alsa_capture` (what the loudspeakers got), `cap_vectors` (the real CAP messages),
   `text_first_sound` (a cold text alert timed to its first sound);
 * many stations: `fleet`, `fleet_centre`, `crashloop`;
 * faults: `faults/` (the scenarios of docs/faults.md), `hostile`, `serial_noise`,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.downlink.alert_model import InlineAudio
-from harness.faults.station import sine_pcm, wav_bytes
+from harness.sounds import sine_pcm, wav_bytes
 from harness.station import AREA, Centre, topic
 
 TOWN_TOPIC = topic("alert", AREA[:9])

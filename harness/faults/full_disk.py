@@ -19,11 +19,12 @@ from harness.faults.common import (
     inline_alert,
     wait_for,
 )
-from harness.faults.station import FaultStation, contains, edit_config
+from harness.faults.station import FaultStation, edit_config
 from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
 from harness.serial_noise import CountingNode
 from harness.serial_ports import PtyPort
+from harness.sounds import contains
 from harness.station import Centre, write_config
 from harness.tmpfs import SmallDisk
 

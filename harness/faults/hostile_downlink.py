@@ -16,13 +16,14 @@ from typing import Any
 from gateway.uplink.link import max_packet_bytes
 from harness import station_db
 from harness.faults.common import TOWN_TOPIC, ScenarioResult, inline_alert
-from harness.faults.station import FaultStation, edit_config, sine_pcm, write_clip
+from harness.faults.station import FaultStation, edit_config
 from harness.hostile import Hostile, HostileDownlink, surrogate_key_envelope
 from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
 from harness.proc_watch import ProcWatch
 from harness.serial_noise import CountingNode
 from harness.serial_ports import PtyPort
+from harness.sounds import sine_pcm, write_clip
 from harness.station import Centre, station_topic, write_config
 
 MAX_PAYLOAD = 65536

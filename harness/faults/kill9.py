@@ -14,13 +14,10 @@ from pathlib import Path
 
 from harness import station_db
 from harness.faults.common import TOWN_TOPIC, ScenarioResult, inline_alert, simulated_sensors
-from harness.faults.station import (
-    RATE,
-    FaultStation,
-    contains,
-)
+from harness.faults.station import FaultStation
 from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
+from harness.sounds import RATE, contains
 from harness.station import Centre, write_config
 
 #: What a SIGKILLed life's capture may lack at its end: ALSA's file plugin writes a period at a

@@ -13,9 +13,10 @@ from typing import Any
 
 from harness import station_db
 from harness.faults.common import TOWN_TOPIC, ScenarioResult, inline_alert, simulated_sensors
-from harness.faults.station import FaultStation, contains, edit_config
+from harness.faults.station import FaultStation, edit_config
 from harness.ledger import Ledger
 from harness.netns import NamespacedMosquitto, NetnsLink
+from harness.sounds import contains
 from harness.station import Centre, write_config
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from drivers.ze07_co import active_frame
 from harness.faults.common import ScenarioResult
-from harness.faults.station import FaultStation, sine_pcm, write_clip
+from harness.faults.station import FaultStation
 from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
 from harness.proc_watch import ProcWatch
@@ -28,6 +28,7 @@ from harness.serial_noise import (
     spurious_ze07_frames,
 )
 from harness.serial_ports import PtyPort, SocatPair
+from harness.sounds import sine_pcm, write_clip
 from harness.station import Centre, write_config
 
 GENUINE_VALUES = {"co-1": 12.3, "node-1": 21.5, "river": 1.23}

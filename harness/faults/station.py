@@ -10,26 +10,19 @@ adds what the scenarios need around it:
   each life of the process can be told apart (`captures`).
 * `edit_config` changes a written config in place (another broker address, another
   storage path).
-* `sine_pcm`, `wav_bytes` and `write_clip` make sounds that show as one run in a capture, and
-  `contains` finds them there. The database is looked at through harness/station_db.py.
+The sounds it is given are harness/sounds.py; its database is looked at through
+harness/station_db.py.
 """
 
 from __future__ import annotations
 
-import array
-import io
-import math
 import sys
 import time
-import wave
 from collections.abc import Mapping
 from pathlib import Path
 
 from harness.alsa_capture import AlsaCapture, write_alsa_config
 from harness.station import StationProcess
-
-RATE = 22050
-"""The service's player rate: clips and inline audio at this rate reach the capture unchanged."""
 
 
 class FaultStation(StationProcess):
@@ -92,39 +85,3 @@ def edit_config(path: Path, replacements: dict[str, str]) -> None:
             raise KeyError(f"{old!r} is not in {path}")
         text = text.replace(old, new)
     path.write_text(text, encoding="utf-8")
-
-
-def sine_pcm(freq: float, seconds: float, amplitude: float = 0.3) -> bytes:
-    """16-bit mono PCM at RATE with no zero sample (so it shows as one sound run)."""
-    peak = amplitude * 32767
-    samples = array.array("h")
-    for i in range(round(seconds * RATE)):
-        samples.append(round(peak * math.sin(2 * math.pi * freq * i / RATE + 0.5)) or 1)
-    return samples.tobytes()
-
-
-def wav_bytes(pcm: bytes) -> bytes:
-    """A WAV file (16-bit mono, RATE) holding `pcm`, in memory."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(pcm)
-    return buffer.getvalue()
-
-
-def write_clip(clips_dir: Path, name: str, pcm: bytes) -> None:
-    """`clips_dir/name.wav` holding `pcm`."""
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    (clips_dir / f"{name}.wav").write_bytes(wav_bytes(pcm))
-
-
-def contains(haystack: bytes, needle: bytes) -> bool:
-    """True when `needle` occurs sample-aligned in `haystack`."""
-    start = 0
-    while (index := haystack.find(needle, start)) != -1:
-        if index % 2 == 0:
-            return True
-        start = index + 1
-    return False

@@ -24,6 +24,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.config import load_config
 from harness.alsa_capture import AlsaCapture, alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber
+from harness.sounds import occurrences, sine_pcm, write_clip
 from harness.station import (
     STATION_ID,
     Centre,
@@ -33,7 +34,7 @@ from harness.station import (
     wait_until,
     write_config,
 )
-from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, occurrences, sine_pcm, write_clip
+from tests.e2e.conftest import BEEP, RECEIPT_TOPIC
 
 AMP_PIN = 27
 WARMUP_S = 0.3

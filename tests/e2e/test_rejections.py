@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.downlink.alert_model import alert_to_json
 from gateway.downlink.cap import build_cap
 from gateway.downlink.envelope import seal
+from harness.sounds import occurrences, sine_pcm
 from harness.station import Centre, topic
 from tests.e2e.conftest import (
     BEEP,
@@ -37,9 +38,7 @@ from tests.e2e.conftest import (
     TOWN_TOPIC,
     Mark,
     Rig,
-    occurrences,
     running_station,
-    sine_pcm,
 )
 
 MAX_PAYLOAD = 65536  # running_station's security.max_payload_bytes

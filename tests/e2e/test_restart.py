@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness.alsa_capture import write_alsa_config
-from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
+from harness.sounds import RATE, occurrences, sine_pcm
+from tests.e2e.conftest import TOWN_TOPIC, Rig, running_station
 
 LONG = sine_pcm(500, 2.0, amplitude=0.3)
 SHORT = sine_pcm(1200, 0.2, amplitude=0.3)

@@ -16,8 +16,8 @@ from audio.speech import Speaker, SpeechText
 from audio.tts import Tts
 from audio.voices import Voices
 from harness.alsa_capture import alsa_capture
+from harness.sounds import RATE, occurrences
 from harness.station import write_config
-from tests.e2e.conftest import RATE, occurrences
 
 
 def speaker_test(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

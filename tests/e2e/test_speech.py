@@ -27,9 +27,10 @@ from audio.voices import Voices
 from gateway.downlink.cap import parse_cap, speech_parts
 from gateway.downlink.envelope import seal
 from harness.cap_vectors import REAL_VECTORS, identifier, localised
+from harness.sounds import RATE, occurrences, sine_pcm
 from harness.station import AREA
 from harness.text_first_sound import text_first_sound
-from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
+from tests.e2e.conftest import TOWN_TOPIC, Rig, running_station
 
 RED = sine_pcm(1500, 0.3, amplitude=0.6)
 PREEMPT_LIMIT_S = 0.2

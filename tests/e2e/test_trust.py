@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.centre.alerts import AlertSpec, build_alert, seal_alert
 from gateway.cli.centre import command as command_group
+from harness.sounds import occurrences, sine_pcm
 from harness.station import (
     AREA,
     STATION_ID,
@@ -45,9 +46,7 @@ from tests.e2e.conftest import (
     TOWN_TOPIC,
     Mark,
     Rig,
-    occurrences,
     running_station,
-    sine_pcm,
 )
 
 #: Another station of the same village: what was signed for it must not act here.

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from harness.faults.common import wait_for
-from harness.faults.station import RATE, FaultStation, edit_config, write_clip
+from harness.faults.station import FaultStation, edit_config
 from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
 from harness.serial_ports import PtyPort
+from harness.sounds import RATE, write_clip
 from harness.station import Centre, write_config
 from harness.tmpfs import SmallDisk
 

@@ -27,6 +27,7 @@ from gateway.config import load_config
 from gateway.downlink.envelope import seal
 from harness.alsa_capture import AlsaCapture, alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber
+from harness.sounds import RATE, occurrences, sine_pcm, write_clip
 from harness.station import (
     STATION_ID,
     Centre,
@@ -36,7 +37,7 @@ from harness.station import (
     wait_until,
     write_config,
 )
-from tests.e2e.conftest import BEEP, RATE, occurrences, sine_pcm, write_clip
+from tests.e2e.conftest import BEEP
 
 PTT_PIN = 22
 ALARM = sine_pcm(1500, 1.0, amplitude=0.6)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from harness.alsa_capture import write_alsa_config
 from harness.mosquitto import Mosquitto
+from harness.sounds import occurrences, sine_pcm, write_clip
 from harness.station import ROOT, Centre, wait_until, write_config
-from tests.e2e.conftest import STATE_TOPIC, Rig, occurrences, running_station, sine_pcm, write_clip
+from tests.e2e.conftest import STATE_TOPIC, Rig, running_station
 from tests.programmes.helpers import item, item_id, local_in, publish_schedule, schedule
 
 NOTICE = sine_pcm(660, 0.5, amplitude=0.3)

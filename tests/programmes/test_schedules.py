@@ -18,16 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.downlink.envelope import seal
+from harness.sounds import occurrences, sine_pcm
 from harness.station import ROOT, Centre, wait_until
-from tests.e2e.conftest import (
-    EVENT_TOPIC,
-    STATE_TOPIC,
-    TOWN_TOPIC,
-    Rig,
-    occurrences,
-    running_station,
-    sine_pcm,
-)
+from tests.e2e.conftest import EVENT_TOPIC, STATE_TOPIC, TOWN_TOPIC, Rig, running_station
 from tests.programmes.helpers import (
     TOWN_PROGRAMME_TOPIC,
     at_ms,
