@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.rig import ROOT
+from harness.station import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "alert_latency.py"
 DEFAULT_RESULT = ROOT / "benchmarks" / "results" / "alert_latency.json"

@@ -9,7 +9,7 @@ that, through every real part: a private Mosquitto on loopback, the whole statio
 alert log and receipts, the broadcast queue, the amplifier relay on a gpiozero
 MockFactory pin) and real PyAudio writing to an ALSA ``file`` PCM.
 
-The station runs in this process (tests/support/station.py ``StationThread``) so the
+The station runs in this process (harness/station.py ``StationThread``) so the
 player's ``on_first_write`` hook can stamp the write on the same ``time.monotonic()``
 clock as the publish. Before each alert the station is let go fully idle — stream
 stopped, relay off (``amp_release_s`` 0) — as it is when a real alert arrives, so
@@ -50,9 +50,9 @@ from gpiozero.pins.mock import MockFactory
 
 from audio.tones import render_tone
 from gateway.config import Config, load_config
-from tests.support.alsa_capture import alsa_capture
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.alsa_capture import alsa_capture
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import (
     AREA,
     Centre,
     StationThread,
@@ -61,6 +61,7 @@ from tests.support.station import (
     wait_until,
     write_config,
 )
+from harness.stats import percentile
 
 RATE = 22050
 AMP_PIN = 27
@@ -74,12 +75,6 @@ CONDITIONS = (
     "release 0 (relay on a MockFactory pin), station in-process, real PyAudio on an ALSA "
     "file PCM, station idle before each alert"
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0–100)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def write_clip(clips: Path) -> None:

@@ -22,10 +22,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from harness.broker import Broker
 from harness.fleet import Fleet
+from harness.mosquitto import Mosquitto
+from harness.station import Centre
 
 
 def thread_ns(pid: int) -> dict[str, int]:
@@ -57,14 +60,14 @@ def thread_names(pid: int) -> dict[str, str]:
 def measure(alerts: int) -> str:
     folder = Path(tempfile.mkdtemp(prefix="alert-threads-"))
     try:
-        with Broker() as broker:
-            fleet = Fleet(folder, broker.port, 1, capture=True)
+        with Mosquitto(stamp_log=True) as broker:
+            fleet = Fleet(folder, broker, 1, capture=True)
             try:
                 fleet.start()
                 fleet.settle(2.0)
-                station = fleet.stations[0]
+                station = next(iter(fleet.stations.values()))
                 names = thread_names(station.pid)
-                sound = folder / station.id / "sound.raw"
+                sound = station.config.parent / "sound.raw"
                 to_sound: collections.Counter[str] = collections.Counter()
                 to_playing: collections.Counter[str] = collections.Counter()
                 to_played: collections.Counter[str] = collections.Counter()
@@ -113,20 +116,16 @@ def steps(repeat: int = 200) -> str:
     from gateway.downlink.alert_model import parse_alert_json
     from gateway.downlink.envelope import open_envelope
     from gateway.store.outbox import Store
-    from harness.centre import FleetCentre
 
-    centre = FleetCentre.__new__(FleetCentre)  # only its signing, no broker
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    centre.key = Ed25519PrivateKey.generate()
-    trusted = {"fleet-centre": centre.key.public_key().public_bytes_raw()}
-    raws = [centre.alert() for _ in range(repeat)]
+    centre = Centre()
+    trusted = {centre.name: centre.key.public_key().public_bytes_raw()}
+    raws = [centre.seal_alert(centre.alert(level="red", tone="siren")) for _ in range(repeat)]
     folder = Path(tempfile.mkdtemp(prefix="alert-steps-"))
     rows: list[tuple[str, float]] = []
 
-    def timed(name: str, work: list[object], step: object) -> list[object]:
+    def timed(name: str, work: Sequence[Any], step: Callable[[Any], Any]) -> list[Any]:
         start = time.thread_time_ns()
-        out = [step(item) for item in work]  # type: ignore[operator]
+        out = [step(item) for item in work]
         rows.append((name, (time.thread_time_ns() - start) / len(work) / 1e6))
         return out
 

@@ -37,15 +37,11 @@ from audio.clips import load_clip
 from audio.player import Player
 from audio.tones import render_tone
 from audio.tts import Tts, to_pinyin
-from tests.support.alsa_capture import alsa_capture
+from harness.alsa_capture import alsa_capture
+from harness.stats import percentile
 
 RATE = 22050
 TEXT = "紧急通知：卫运河水位超过警戒线，请沿河群众立即向高处转移。"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def timed_ms(fn: Callable[[], object]) -> float:

@@ -30,12 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.box_station import box_config, wait_active
-from tests.support.box_vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
-from tests.support.fault_common import TOWN_TOPIC, inline_alert
-from tests.support.ledger import Ledger
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import Centre
+from harness.box.station import box_config, wait_active
+from harness.box.vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
+from harness.faults.common import TOWN_TOPIC, inline_alert
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.station import Centre
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ the sizes docs/faults.md and issue 7 name, and the soak that only makes sense ov
    minutes (every half of the run when it is shorter than 10 minutes).
 
 Each scenario runs the real `cunxiang run` against a private Mosquitto; see
-tests/support/fault_scenarios.py for what each does and counts. At the end a table gives, per
+harness/faults/__init__.py for what each does and counts. At the end a table gives, per
 scenario: records lost after commit, duplicates, forged or replayed messages that made sound,
 crashes, and the scenario's key figures. Everything is also written as JSON to
 benchmarks/results/chaos-<time>.json. Exit status 1 if any scenario lost a committed record,
@@ -48,8 +48,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import fault_scenarios as fs
-from tests.support.fault_scenarios import ScenarioResult
+from harness import faults as fs
+from harness.faults import ScenarioResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -26,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.rig import ROOT, Centre, Service, write_config
-from tests.support.mosquitto import Mosquitto
+from benchmarks.rig import STATION_ID, Service, write_config
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.station import ROOT
 
 #: The service reconnects quickly here: the drain rate, not the back-off, is measured.
 FAST_RECONNECT = "reconnect_min_s = 0.1\nreconnect_max_s = 0.2"
@@ -51,23 +53,25 @@ def one_run(folder: Path, readings: int, settle_s: float = 1.0) -> dict[str, flo
     """One ingest + drain of `readings` readings; the run's figures."""
     folder.mkdir(parents=True)
     with Mosquitto() as broker:
-        centre = Centre(broker.port, expected=readings)
+        ledger = Ledger(
+            port=broker.port, station_id=STATION_ID, keep_readings=False, expected=readings
+        )
         try:
             broker.stop()
             ingest = run_ingest(folder / "station.db", readings)
             service = Service(write_config(folder, broker.port, mqtt_extra=FAST_RECONNECT))
             try:
-                return _drain(broker, centre, service, ingest, readings, settle_s)
+                return _drain(broker, ledger, service, ingest, readings, settle_s)
             finally:
                 service.kill()
         finally:
-            centre.close()
+            ledger.close()
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def _drain(
     broker: Mosquitto,
-    centre: Centre,
+    ledger: Ledger,
     service: Service,
     ingest: dict[str, float],
     readings: int,
@@ -79,23 +83,25 @@ def _drain(
     broker.start()
     broker_up = time.monotonic()
     timeout = 60 + readings / 20_000
-    if not centre.wait(lambda: centre.completed_at is not None, timeout):
+    try:
+        ledger.wait(lambda: ledger.completed_at is not None, timeout, f"{readings} readings")
+    except AssertionError:
         raise TimeoutError(
-            f"the centre got {centre.got_expected} of {readings} readings in {timeout:.0f} s"
-        )
+            f"the centre got {ledger.got_expected} of {readings} readings in {timeout:.0f} s"
+        ) from None
     during = service.sample()
     end = service.stop()
     time.sleep(0.3)  # late duplicates would be redeliveries; give them a moment
-    assert centre.completed_at is not None
-    first = centre.arrivals[0][0]
+    assert ledger.completed_at is not None
+    first = ledger.telemetry_at[0][0]
     drain_cpu = end.cpu_s - before.cpu_s
     drain_bytes = end.write_bytes - before.write_bytes
     return {
         "ingest_per_s": readings / ingest["seconds"],
-        "drain_per_s": readings / max(centre.completed_at - first, 1e-9),
-        "drain_per_s_from_broker_up": readings / (centre.completed_at - broker_up),
-        "drain_lost": float(centre.missing(1, readings)),
-        "drain_duplicates": float(centre.duplicates),
+        "drain_per_s": readings / max(ledger.completed_at - first, 1e-9),
+        "drain_per_s_from_broker_up": readings / (ledger.completed_at - broker_up),
+        "drain_lost": float(len(ledger.missing(readings))),
+        "drain_duplicates": float(ledger.duplicates()),
         "bytes_per_reading_bulk": (ingest["write_bytes"] + drain_bytes) / readings,
         "ingest_bytes_per_reading": ingest["write_bytes"] / readings,
         "drain_bytes_per_reading": drain_bytes / readings,

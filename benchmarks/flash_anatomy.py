@@ -36,10 +36,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks import procstat
-from benchmarks.rig import ROOT
 from gateway.store import outbox as store_module
 from gateway.store.outbox import Store
+from harness import procstat
+from harness.station import ROOT
 
 SENSORS = tuple(f"sim-{n}" for n in range(10))
 OS_PAGE = 4096

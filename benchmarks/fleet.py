@@ -2,7 +2,7 @@
 
 Why this module exists: docs/performance.md § Targets measures what every village speaking at once costs
 (issue 17). The stations are real `cunxiang run` processes (harness/fleet.py) on one private
-Mosquitto whose log is stamped as it is written (harness/broker.py):
+Mosquitto whose log is stamped as it is written (harness/mosquitto.py):
 
 * ``alertcpu`` — a few stations take red siren alerts one at a time; per alert, each station's
   CPU time (``utime + stime`` of /proc/<pid>/stat, all threads) from just before the publish
@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.broker import Broker
 from harness.crashloop import crash_loop
-from harness.fleet import Fleet, percentile, restart_broker
+from harness.fleet import Fleet
+from harness.mosquitto import Mosquitto
+from harness.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ FLEET_MODES = {
 }
 
 
-def _start(folder: Path, broker: Broker, count: int, capture: bool = False) -> Fleet:
-    fleet = Fleet(folder, broker.port, count, capture=capture)
+def _start(folder: Path, broker: Mosquitto, count: int, capture: bool = False) -> Fleet:
+    fleet = Fleet(folder, broker, count, capture=capture)
     try:
         fleet.start(timeout=120 + 3 * count)
         fleet.settle(5.0 if count > 20 else 2.0)
@@ -72,7 +73,7 @@ def alert_cpu(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
     keys = ("sound", "sound_schedstat", "playing", "playing_schedstat", "sound_ms", "idle")
     out: dict[str, list[float]] = {key: [] for key in keys}
     for run in range(sizes.cpu_runs):
-        with Broker() as broker:
+        with Mosquitto(stamp_log=True) as broker:
             fleet = _start(workdir / f"alertcpu-{run}", broker, sizes.cpu_stations, capture=True)
             try:
                 idle = fleet.idle_cpu_ms_per_s(3.0)
@@ -121,7 +122,7 @@ def fleet_figures(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
     median_back: list[float] = []
     window: list[float] = []
     window_count: list[int] = []
-    with Broker() as broker:
+    with Mosquitto(stamp_log=True) as broker:
         fleet = _start(workdir / "fleet", broker, n)
         try:
             section["fleet_start_s"] = [fleet.start_s]
@@ -139,13 +140,13 @@ def fleet_figures(workdir: Path, sizes: FleetSizes) -> dict[str, Any]:
             for number in range(sizes.restarts):
                 if number:
                     time.sleep(5.0)
-                spread = restart_broker(fleet, broker, timeout=120)
-                if spread.all_back_s is not None:
-                    back.append(spread.all_back_s)
-                if spread.median_back_s is not None:
-                    median_back.append(spread.median_back_s)
-                window.append(100 * spread.busiest_100ms / n)
-                window_count.append(spread.busiest_100ms)
+                spread = fleet.reconnect_after_restart(timeout=120)
+                if spread.last_s is not None:
+                    back.append(spread.last_s)
+                if spread.median_s is not None:
+                    median_back.append(spread.median_s)
+                window.append(100 * spread.busiest_window / n)
+                window_count.append(spread.busiest_window)
         finally:
             fleet.close()
     loop = crash_loop(workdir / "crashloop", sizes.kills)

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.rig import ROOT, service_env, simulated_sensors, smoke_alarm, write_config
+from benchmarks.rig import simulated_sensors, smoke_alarm, write_config
+from harness.station import ROOT, service_env
 
 PIN = 17
 SENSOR = "smoke-1"

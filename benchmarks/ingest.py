@@ -20,9 +20,9 @@ import resource
 import time
 from pathlib import Path
 
-from benchmarks import procstat
 from benchmarks.rig import STATION_ID
 from gateway.store.outbox import Store
+from harness import procstat
 
 SENSORS = tuple(f"sim-{n}" for n in range(10))
 

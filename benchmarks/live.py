@@ -26,12 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import procstat
 from benchmarks.drain import run_ingest
-from benchmarks.rig import ROOT, Service, service_env, simulated_sensors, write_config
-from benchmarks.stats import percentile
+from benchmarks.rig import Service, simulated_sensors, write_config
 from gateway.status.server import ask_service, socket_path
-from tests.support.mosquitto import free_port
+from harness import procstat
+from harness.mosquitto import free_port
+from harness.station import ROOT, service_env
+from harness.stats import percentile
 
 STATUS_REQUESTS = 200
 

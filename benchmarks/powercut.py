@@ -8,7 +8,7 @@ qemu TCG, the database on a raw image with cache=none) and cuts its power many t
     python benchmarks/powercut.py                  # 50 cuts, about 1 to 2 hours under TCG
     python benchmarks/powercut.py --cuts 10 --seed 7
 
-What one cut does and checks is in tests/support/box_powercut.py: SIGKILL of qemu at a random
+What one cut does and checks is in harness/box/powercut.py: SIGKILL of qemu at a random
 moment (or aimed at an alert's playback), then at the next boot `PRAGMA integrity_check` and the
 last seq on the disk against the last seq the station had committed (its commit probe), and an
 interrupted alert must be played again. At the end the centre must hold every committed seq.
@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.box_powercut import Cut, power_cuts
-from tests.support.box_station import box_config, wait_active
-from tests.support.box_vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
-from tests.support.ledger import Ledger
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import Centre
+from harness.box.powercut import Cut, power_cuts
+from harness.box.station import box_config, wait_active
+from harness.box.vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.station import Centre
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEADER = (

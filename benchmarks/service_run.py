@@ -31,8 +31,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.rig import Centre, Service, count_readings, max_seq, simulated_sensors, write_config
-from tests.support.mosquitto import Mosquitto
+from benchmarks.rig import STATION_ID, Service, simulated_sensors, write_config
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.station_db import count_readings, stored_max_seq
 
 #: After this long connected, a station's back-off starts from the beginning (gateway.uplink.link).
 STABLE_S = 10.5
@@ -89,12 +91,12 @@ def outage_runs(
 
 
 @contextlib.contextmanager
-def _station(folder: Path) -> Iterator[tuple[Mosquitto, Centre, Service, float]]:
+def _station(folder: Path) -> Iterator[tuple[Mosquitto, Ledger, Service, float]]:
     """A broker, the centre, and the service with ten sensors, connected; stopped after."""
     folder.mkdir(parents=True)
     try:
         with Mosquitto() as broker:
-            centre = Centre(broker.port)
+            centre = Ledger(port=broker.port, station_id=STATION_ID, keep_readings=False)
             service = Service(write_config(folder, broker.port, body=simulated_sensors(10)))
             try:
                 service.wait_ready()
@@ -111,9 +113,9 @@ def _station(folder: Path) -> Iterator[tuple[Mosquitto, Centre, Service, float]]
 
 
 def _window(service: Service, db: Path, seconds: float, out: dict[str, list[float]]) -> None:
-    before, seq0 = service.sample(), max_seq(db)
+    before, seq0 = service.sample(), stored_max_seq(db)
     time.sleep(seconds)
-    after, seq1 = service.sample(), max_seq(db)
+    after, seq1 = service.sample(), stored_max_seq(db)
     readings = count_readings(db, seq0, seq1)
     elapsed = after.t - before.t
     written = after.write_bytes - before.write_bytes
@@ -125,7 +127,7 @@ def _window(service: Service, db: Path, seconds: float, out: dict[str, list[floa
 
 def _outage(
     broker: Mosquitto,
-    centre: Centre,
+    centre: Ledger,
     connected: float,
     outage_s: float,
     stable_s: float,

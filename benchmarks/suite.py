@@ -49,10 +49,11 @@ from benchmarks import (
     service_run,
     speech_bench,
 )
-from benchmarks.figures import FIGURES, Figure
-from benchmarks.rig import ROOT
-from benchmarks.stats import Spread, percentile
-from tests.support.mosquitto import Mosquitto
+from harness.figures import FIGURES, Figure
+from harness.mosquitto import Mosquitto
+from harness.station import ROOT
+from harness.stats import Spread, percentile
+from harness.text_first_sound import text_first_sound
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: Compiled bytecode for every process of the suite, outside the source tree.
@@ -105,9 +106,9 @@ def _section_alert(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
 def _section_speech(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     del workdir
-    section = speech_bench.text_first_sound(sizes.text_alerts)
+    section = text_first_sound(sizes.text_alerts)
     section.update(speech_bench.cap_lengths())
-    note = f"benchmarks/speech_bench.py, {sizes.text_alerts} alerts, each a new text"
+    note = f"harness/text_first_sound.py, {sizes.text_alerts} alerts, each a new text"
     section["notes"] = {"text_p50_ms": [note], "text_p99_ms": [note]}
     return section
 

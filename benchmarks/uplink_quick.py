@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.config import Config
 from gateway.store.outbox import Store
 from gateway.uplink.link import Uplink
-from tests.support.mosquitto import Mosquitto
+from harness.mosquitto import Mosquitto
 
 STATION = "bench-station-01"
 SENSORS = [f"s-{i}" for i in range(10)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.figures import FIGURES
+from harness.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
 

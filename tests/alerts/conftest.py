@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from harness.mosquitto import Mosquitto
 from tests.alerts.samples import CAP_DIR, KEY_NAME, make_wav, raw_public
-from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from gateway.downlink.alert_model import Alert, is_for_station, parse_alert_json
 from gateway.downlink.cap import parse_cap
 from gateway.downlink.envelope import EnvelopeError, open_envelope
 from gateway.downlink.keys import decode_public_key
-from tests.support.mosquitto import Mosquitto, Subscriber
+from harness.mosquitto import Mosquitto, Subscriber
 
 PREFIX = "cx/v1"
 Responder = Callable[[Alert], list[dict[str, Any]]]

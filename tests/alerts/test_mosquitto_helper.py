@@ -1,4 +1,4 @@
-"""The shared test broker (tests/support/mosquitto.py) does what other tests rely on."""
+"""The shared test broker (harness/mosquitto.py) does what other tests rely on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.mosquitto import Mosquitto, Subscriber
+from harness.mosquitto import Mosquitto, Subscriber
 
 
 def persistent_client(port: int, received: list[bytes], ready: threading.Event) -> mqtt.Client:

@@ -1,7 +1,7 @@
 """Fixtures for the audio tests: a captured ALSA output, mock GPIO pins, a queue rig.
 
 Every test that plays sound writes through real PyAudio into an ALSA ``file``
-PCM (tests/support/alsa_capture.py) and reads back the samples the amplifier
+PCM (harness/alsa_capture.py) and reads back the samples the amplifier
 would have received. GPIO pins come from gpiozero's MockFactory.
 """
 
@@ -22,7 +22,7 @@ from gpiozero.pins.mock import MockFactory
 from audio.amp import Amplifier
 from audio.broadcast_queue import BroadcastQueue
 from audio.player import Player
-from tests.support.alsa_capture import AlsaCapture, alsa_capture
+from harness.alsa_capture import AlsaCapture, alsa_capture
 
 RATE = 16000
 """Player rate for the queue tests: lower than the service's 22,050 Hz to keep them light."""

@@ -16,8 +16,8 @@ from audio.broadcast import Broadcast
 from audio.clips import BadAudio, UnknownClip
 from audio.tones import render_tone
 from audio.tts import TtsUnavailable
+from harness.alsa_capture import alsa_capture
 from tests.audio.conftest import RATE, sine
-from tests.support.alsa_capture import alsa_capture
 
 
 def gap(seconds: float) -> bytes:

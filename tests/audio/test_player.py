@@ -10,8 +10,8 @@ import pytest
 
 from audio.pcm import audioop
 from audio.player import AudioDeviceError, Player
+from harness.alsa_capture import alsa_capture
 from tests.audio.conftest import RATE, pitch, sine
-from tests.support.alsa_capture import alsa_capture
 
 
 def test_play_writes_the_exact_samples(capture) -> None:

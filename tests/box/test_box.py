@@ -2,7 +2,7 @@
 
 One VM for the module (booting takes about a minute under TCG): the tests run in order on it.
 The station's broker is a Mosquitto on the host's 127.0.0.1, reached from the guest only
-through qemu's user-mode network with `restrict=on` and one forward (tests/support/box_vm.py).
+through qemu's user-mode network with `restrict=on` and one forward (harness/box/vm.py).
 The last test cuts the power 5 times (the long run, 50 cuts, is benchmarks/powercut.py and its
 table is in docs/box.md).
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.box_agent import Agent
-from tests.support.box_powercut import power_cuts
-from tests.support.box_station import box_config, unit_state, wait_active
-from tests.support.box_vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
-from tests.support.fault_common import TOWN_TOPIC, inline_alert
-from tests.support.ledger import Ledger
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import Centre
+from harness.box.agent import Agent
+from harness.box.powercut import power_cuts
+from harness.box.station import box_config, unit_state, wait_active
+from harness.box.vm import PROBE_LINKS, BoxVM, build_deb, prepare_disk, probe_files
+from harness.faults.common import TOWN_TOPIC, inline_alert
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.station import Centre
 
 pytestmark = [pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.box_vm import build_deb, chroot, copy_root
+from harness.box.vm import build_deb, chroot, copy_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

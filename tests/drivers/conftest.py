@@ -11,7 +11,8 @@ from gpiozero.pins.mock import MockFactory
 
 from drivers.base import Clock, Driver
 from drivers.registry import create
-from tests.drivers.devices import Collector, FakeClock, PtyPort
+from harness.serial_ports import PtyPort
+from tests.drivers.devices import Collector, FakeClock
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 
 from drivers.base import Driver
 from drivers.modbus_level import BAD_POLL_RUN, LevelMap, to_int16
-from tests.drivers.devices import ModbusTransmitter, SocatPair
+from harness.serial_ports import SocatPair
+from tests.drivers.devices import ModbusTransmitter
 from tests.drivers.vectors import MODBUS_REQUEST_3_4, frame
 
 

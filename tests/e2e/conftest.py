@@ -2,7 +2,7 @@
 
 docs/protocol.md §6–§9 is a promise about what is observable from outside: what the
 centre receives on `cx/v1/station/<id>/#` and what reaches the loudspeakers. So
-these tests run the real `cunxiang run` in a subprocess (tests/support/station.py)
+these tests run the real `cunxiang run` in a subprocess (harness/station.py)
 against a private Mosquitto, with real PyAudio writing into an ALSA `file` PCM,
 and assert only on the receipts, events and command responses a subscriber gets
 and on the samples the amplifier would have been given.
@@ -15,14 +15,10 @@ A test takes a `mark()` first and then looks only at what came after it.
 
 from __future__ import annotations
 
-import array
 import base64
 import contextlib
-import io
 import json
-import math
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +26,10 @@ from typing import Any
 
 from gateway.downlink.alert_model import Alert, alert_to_json
 from gateway.downlink.envelope import seal
-from tests.support.alsa_capture import AlsaCapture, read_samples, write_alsa_config
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.alsa_capture import AlsaCapture, read_samples, write_alsa_config
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.sounds import sine_pcm, write_clip
+from harness.station import (
     AREA,
     STATION_ID,
     Centre,
@@ -43,8 +40,6 @@ from tests.support.station import (
     write_config,
 )
 
-RATE = 22050
-"""The service's player rate: clips written at this rate reach the capture sample for sample."""
 TOWN_TOPIC = topic("alert", AREA[:9])
 STATION_ALERT_TOPIC = station_topic("alert")
 CMD_TOPIC = station_topic("cmd")
@@ -54,47 +49,6 @@ RESPONSE_TOPIC = station_topic("cmd/res")
 STATE_TOPIC = station_topic("state")
 #: A short clip every rig has: 0.15 s of 1 kHz.
 BEEP = "beep"
-
-
-def sine_pcm(freq: float, seconds: float, amplitude: float = 0.3) -> bytes:
-    """16-bit mono PCM at RATE; no sample is zero, so the capture shows it as one sound run."""
-    peak = amplitude * 32767
-    samples = array.array("h")
-    for i in range(round(seconds * RATE)):
-        value = round(peak * math.sin(2 * math.pi * freq * i / RATE + 0.5))
-        samples.append(value or 1)
-    return samples.tobytes()
-
-
-def write_clip(clips_dir: Path, name: str, pcm: bytes) -> None:
-    """`clips_dir/name.wav`: 16-bit mono WAV at RATE."""
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(clips_dir / f"{name}.wav"), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(pcm)
-
-
-def wav_bytes(pcm: bytes) -> bytes:
-    """A WAV file of 16-bit mono PCM at RATE, in memory (for inline audio)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
-
-
-def occurrences(haystack: bytes, needle: bytes) -> list[int]:
-    """Sample-aligned byte offsets at which `needle` occurs in `haystack`."""
-    found, start = [], 0
-    while (index := haystack.find(needle, start)) != -1:
-        if index % 2 == 0:
-            found.append(index)
-        start = index + 1
-    return found
 
 
 @dataclass(frozen=True)

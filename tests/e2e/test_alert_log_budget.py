@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 
 from gateway.downlink.alert_model import InlineAudio
-from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, Rig, sine_pcm, write_clip
-from tests.support.alsa_capture import write_alsa_config
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import Centre, write_config
+from harness.alsa_capture import write_alsa_config
+from harness.mosquitto import Mosquitto
+from harness.sounds import sine_pcm, write_clip
+from harness.station import Centre, write_config
+from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, Rig
 
 MAX_MB = 24
 ALERTS = 200

@@ -20,17 +20,9 @@ from audio.clips import decode_wav
 from audio.tones import render_tone
 from audio.tts import Tts
 from gateway.downlink.alert_model import InlineAudio
-from tests.e2e.conftest import (
-    BEEP,
-    RATE,
-    Mark,
-    Rig,
-    occurrences,
-    running_station,
-    sine_pcm,
-    wav_bytes,
-)
-from tests.support.alsa_capture import read_samples, sound_runs
+from harness.alsa_capture import read_samples, sound_runs
+from harness.sounds import RATE, occurrences, sine_pcm, wav_bytes
+from tests.e2e.conftest import BEEP, Mark, Rig, running_station
 
 GAP_S = 0.2  # write_config's repeat_gap_s
 GAP_BYTES = 2 * round(GAP_S * RATE)

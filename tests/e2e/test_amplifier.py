@@ -4,7 +4,7 @@ docs/protocol.md §9: the amplifier (`audio.amp_pin`) is switched on before the 
 sound and held `amp_warmup_s` before audio starts; it is switched off
 `amp_release_s` after the queue empties. A subprocess cannot share a gpiozero
 MockFactory with the test, so here the real `Station` runs in a thread of the
-test process (tests/support/station.py `StationThread`) with a MockFactory; the
+test process (harness/station.py `StationThread`) with a MockFactory; the
 alert still comes signed through a private Mosquitto and the sound still goes
 through real PyAudio into an ALSA file PCM. The player's `on_first_write` hook
 notes the pin's state at the moment the first sound chunk is handed to
@@ -22,10 +22,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
-from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, occurrences, sine_pcm, write_clip
-from tests.support.alsa_capture import AlsaCapture, alsa_capture
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.alsa_capture import AlsaCapture, alsa_capture
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.sounds import occurrences, sine_pcm, write_clip
+from harness.station import (
     STATION_ID,
     Centre,
     StationThread,
@@ -34,6 +34,7 @@ from tests.support.station import (
     wait_until,
     write_config,
 )
+from tests.e2e.conftest import BEEP, RECEIPT_TOPIC
 
 AMP_PIN = 27
 WARMUP_S = 0.3

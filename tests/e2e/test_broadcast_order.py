@@ -17,7 +17,8 @@ import pytest
 
 from audio.clips import decode_wav
 from audio.tts import Tts
-from tests.e2e.conftest import RATE, RECEIPT_TOPIC, Rig, occurrences, running_station, sine_pcm
+from harness.sounds import RATE, occurrences, sine_pcm
+from tests.e2e.conftest import RECEIPT_TOPIC, Rig, running_station
 
 BLUE = sine_pcm(440, 2.0, amplitude=0.2)
 RED = sine_pcm(1500, 0.3, amplitude=0.6)

@@ -19,17 +19,9 @@ import pytest
 
 from audio.pcm import scale
 from audio.tones import render_tone
-from tests.e2e.conftest import (
-    CMD_TOPIC,
-    EVENT_TOPIC,
-    RATE,
-    RECEIPT_TOPIC,
-    Rig,
-    occurrences,
-    running_station,
-    sine_pcm,
-)
-from tests.support.station import wait_until
+from harness.sounds import RATE, occurrences, sine_pcm
+from harness.station import wait_until
+from tests.e2e.conftest import CMD_TOPIC, EVENT_TOPIC, RECEIPT_TOPIC, Rig, running_station
 
 SENSOR = """
 [[sensors]]

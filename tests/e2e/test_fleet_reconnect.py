@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.fleet import Fleet, busiest_window
-from tests.support.mosquitto import Mosquitto
+from harness.fleet import Fleet, busiest_window
+from harness.mosquitto import Mosquitto
 
 STATIONS = 20
 
@@ -26,8 +26,8 @@ def test_busiest_window_counts_a_sliding_100_ms() -> None:
 
 
 def test_a_fleet_comes_back_spread_out_after_a_broker_restart(tmp_path: Path) -> None:
-    with Mosquitto() as broker, Fleet(tmp_path, broker, STATIONS) as fleet:
-        fleet.wait_online(120)
+    with Mosquitto(stamp_log=True) as broker, Fleet(tmp_path, broker, STATIONS) as fleet:
+        fleet.start(timeout=120)
         spread = fleet.reconnect_after_restart(timeout=30)
         print(f"fleet of {STATIONS}: {spread.as_dict()}")
         assert spread.back == STATIONS, spread

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.downlink.cap import build_cap
 from gateway.downlink.envelope import seal
 from gateway.downlink.rejections import REASONS
+from harness.station import topic
 from tests.e2e.conftest import (
     CMD_TOPIC,
     RECEIPT_TOPIC,
@@ -33,7 +34,6 @@ from tests.e2e.conftest import (
     Rig,
     running_station,
 )
-from tests.support.station import topic
 
 SEED = 20260701
 COUNT = 1000

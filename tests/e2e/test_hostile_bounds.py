@@ -19,8 +19,8 @@ import pytest
 
 from gateway.downlink.cap import build_cap
 from gateway.downlink.envelope import seal
+from harness.station import Centre
 from tests.e2e.conftest import CMD_TOPIC, TOWN_TOPIC, Rig, running_station
-from tests.support.station import Centre
 
 
 @pytest.fixture(scope="module")

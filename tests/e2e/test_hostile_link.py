@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from gateway.uplink.link import max_packet_bytes
+from harness.station import topic, wait_until
 from tests.e2e.conftest import Rig, running_station
-from tests.support.station import topic, wait_until
 
 ALL_TOPIC = topic("alert", "all")
 GIANT_BYTES = 40 * 1024 * 1024

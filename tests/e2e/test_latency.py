@@ -24,10 +24,11 @@ from pathlib import Path
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
-from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, TOWN_TOPIC, sine_pcm, write_clip
-from tests.support.alsa_capture import alsa_capture
-from tests.support.mosquitto import Message, Mosquitto, Subscriber
-from tests.support.station import Centre, StationThread, wait_until, write_config
+from harness.alsa_capture import alsa_capture
+from harness.mosquitto import Message, Mosquitto, Subscriber
+from harness.sounds import sine_pcm, write_clip
+from harness.station import Centre, StationThread, wait_until, write_config
+from tests.e2e.conftest import BEEP, RECEIPT_TOPIC, TOWN_TOPIC
 
 ALERTS = 25
 TARGET_P50_MS = 15.0

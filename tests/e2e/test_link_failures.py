@@ -17,10 +17,10 @@ import json
 import re
 from pathlib import Path
 
+from harness.link_proxy import LinkProxy
+from harness.station import StationProcess, wait_until
 from tests.e2e.conftest import CMD_TOPIC, TOWN_TOPIC, Rig, running_station
 from tests.support.crashing_gateway import CRASH_ENV, CRASH_EXIT_CODE
-from tests.support.link_proxy import LinkProxy
-from tests.support.station import StationProcess, wait_until
 
 
 def test_a_message_that_kills_the_handler_twice_is_dropped_as_poison(tmp_path: Path) -> None:

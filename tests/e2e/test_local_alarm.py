@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import RECEIPT_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.station import wait_until
+from harness.sounds import occurrences, sine_pcm
+from harness.station import wait_until
+from tests.e2e.conftest import RECEIPT_TOPIC, Rig, running_station
 
 RULE = "river-high"
 LEVEE = sine_pcm(350, 1.5, amplitude=0.3)

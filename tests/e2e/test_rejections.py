@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.downlink.alert_model import alert_to_json
 from gateway.downlink.cap import build_cap
 from gateway.downlink.envelope import seal
+from harness.sounds import occurrences, sine_pcm
+from harness.station import Centre, topic
 from tests.e2e.conftest import (
     BEEP,
     RECEIPT_TOPIC,
@@ -36,11 +38,8 @@ from tests.e2e.conftest import (
     TOWN_TOPIC,
     Mark,
     Rig,
-    occurrences,
     running_station,
-    sine_pcm,
 )
-from tests.support.station import Centre, topic
 
 MAX_PAYLOAD = 65536  # running_station's security.max_payload_bytes
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.alsa_capture import write_alsa_config
+from harness.alsa_capture import write_alsa_config
+from harness.sounds import RATE, occurrences, sine_pcm
+from tests.e2e.conftest import TOWN_TOPIC, Rig, running_station
 
 LONG = sine_pcm(500, 2.0, amplitude=0.3)
 SHORT = sine_pcm(1200, 0.2, amplitude=0.3)

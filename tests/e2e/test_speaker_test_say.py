@@ -15,9 +15,9 @@ from pathlib import Path
 from audio.speech import Speaker, SpeechText
 from audio.tts import Tts
 from audio.voices import Voices
-from tests.e2e.conftest import RATE, occurrences
-from tests.support.alsa_capture import alsa_capture
-from tests.support.station import write_config
+from harness.alsa_capture import alsa_capture
+from harness.sounds import RATE, occurrences
+from harness.station import write_config
 
 
 def speaker_test(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -24,12 +24,13 @@ from audio.speech_text import segments
 from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
-from benchmarks.speech_bench import text_first_sound
 from gateway.downlink.cap import parse_cap, speech_parts
 from gateway.downlink.envelope import seal
-from tests.e2e.conftest import RATE, TOWN_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.cap_vectors import REAL_VECTORS, identifier, localised
-from tests.support.station import AREA
+from harness.cap_vectors import REAL_VECTORS, identifier, localised
+from harness.sounds import RATE, occurrences, sine_pcm
+from harness.station import AREA
+from harness.text_first_sound import text_first_sound
+from tests.e2e.conftest import TOWN_TOPIC, Rig, running_station
 
 RED = sine_pcm(1500, 0.3, amplitude=0.6)
 PREEMPT_LIMIT_S = 0.2
@@ -215,7 +216,7 @@ def test_red_preempts_a_long_english_message_while_it_renders(rig: Rig) -> None:
     assert len(list(cache.glob("*.wav"))) > renders_at_red
 
 
-#: A regression guard, not the target (≤ 60 ms p50, benchmarks/speech_bench.py): rendering
+#: A regression guard, not the target (≤ 60 ms p50, docs/performance.md § Targets): rendering
 #: the whole text before the first sound took 250–900 ms here; the first piece alone ~20 ms.
 TEXT_FIRST_SOUND_P50_MS = 150.0
 

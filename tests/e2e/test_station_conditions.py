@@ -17,10 +17,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.e2e.conftest import STATE_TOPIC, Rig, occurrences, running_station, sine_pcm
-from tests.support.alsa_capture import write_alsa_config
-from tests.support.mosquitto import Message
-from tests.support.station import wait_until
+from harness.alsa_capture import write_alsa_config
+from harness.mosquitto import Message
+from harness.sounds import occurrences, sine_pcm
+from harness.station import wait_until
+from tests.e2e.conftest import STATE_TOPIC, Rig, running_station
 
 PLAYED = ["received", "queued", "playing", "played"]
 

@@ -29,6 +29,15 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.centre.alerts import AlertSpec, build_alert, seal_alert
 from gateway.cli.centre import command as command_group
+from harness.sounds import occurrences, sine_pcm
+from harness.station import (
+    AREA,
+    STATION_ID,
+    Centre,
+    StationProcess,
+    topic,
+    wait_until,
+)
 from tests.e2e.conftest import (
     CMD_TOPIC,
     RESPONSE_TOPIC,
@@ -37,17 +46,7 @@ from tests.e2e.conftest import (
     TOWN_TOPIC,
     Mark,
     Rig,
-    occurrences,
     running_station,
-    sine_pcm,
-)
-from tests.support.station import (
-    AREA,
-    STATION_ID,
-    Centre,
-    StationProcess,
-    topic,
-    wait_until,
 )
 
 #: Another station of the same village: what was signed for it must not act here.

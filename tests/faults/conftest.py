@@ -1,6 +1,6 @@
 """Fixtures for the fault suite: the seed, and a note of what each scenario counted.
 
-The scenarios themselves live in tests/support/fault_scenarios.py, shared with the long soak
+The scenarios themselves live in harness/faults/, shared with the long soak
 `benchmarks/chaos.py`; these tests run them small. Every random choice comes from one seed,
 fixed by default so CI is repeatable; set ``CUNXIANG_FAULT_SEED`` to try others. Each test
 prints its scenario's counts (``pytest -s`` shows them) and puts them in its failure message.
@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.support.fault_scenarios import ScenarioResult
+from harness.faults import ScenarioResult
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.faults import broker_restarts
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import broker_restarts
 
 RECORDS = 50_000
 RESTARTS = 5

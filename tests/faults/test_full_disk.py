@@ -1,6 +1,6 @@
 """Scenario 4: the database's disk fills up; the service rides it out and reports what it dropped.
 
-The database lives on a 4 MiB tmpfs that a ballast file fills to ENOSPC (tests/support/tmpfs.py).
+The database lives on a 4 MiB tmpfs that a ballast file fills to ENOSPC (harness/tmpfs.py).
 A JSON-lines node counts 0, 1, 2, … at 1,000 readings/s all along. While the disk is full an
 alert must still play; with the broker away too, readings pile up in memory beyond its bound
 (lowered to 3,000 readings for the test) and the overflow must be reported as ``data_dropped``.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults import full_disk
+from harness.tmpfs import SmallDisk
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import full_disk
-from tests.support.tmpfs import SmallDisk
 
 
 def test_a_full_disk_keeps_the_service_running_and_every_loss_reported(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 The bug this guards against: the alarm event could not be committed, `add_event` returned
 0 for it, the broadcast became ``local:<rule>:0``, and the next alarm of that rule on a full
 disk — in the same episode or any later one — was taken for a repeat of it and dropped in
-silence. The database sits on a small tmpfs filled by a ballast file (tests/support/tmpfs.py);
+silence. The database sits on a small tmpfs filled by a ballast file (harness/tmpfs.py);
 a JSON-lines node on a pty drives the rule; the loudspeaker is an ALSA file capture.
 """
 
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.drivers.devices import PtyPort
-from tests.support.fault_common import wait_for
-from tests.support.fault_station import RATE, FaultStation, edit_config, write_clip
-from tests.support.ledger import Ledger
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import Centre, write_config
-from tests.support.tmpfs import SmallDisk
+from harness.faults.common import wait_for
+from harness.faults.station import FaultStation, edit_config
+from harness.ledger import Ledger
+from harness.mosquitto import Mosquitto
+from harness.serial_ports import PtyPort
+from harness.sounds import RATE, write_clip
+from harness.station import Centre, write_config
+from harness.tmpfs import SmallDisk
 
 
 def chirp_pcm(seconds: float, rate: int = RATE) -> bytes:

@@ -1,6 +1,6 @@
 """Scenario 6: hostile downlink at the running station — nothing speaks, everything is answered right.
 
-2,000 messages from tests/support/hostile.py (random bytes and JSON, mutated envelopes, forged
+2,000 messages from harness/hostile.py (random bytes and JSON, mutated envelopes, forged
 signatures, bit flips, unknown keys, oversized messages, signed XML bombs and external entities,
 bad statuses, times, clips and audio, wrong topics, replays of an accepted alert and an answered
 command) and one 5 MiB message. A control alert plays before the flood and another after it;
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults import ScenarioResult, hostile_downlink, surrogate_key
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import ScenarioResult, hostile_downlink, surrogate_key
 
 MESSAGES = 2000
 #: What the service may keep of the flood once it is over: caches and allocator slack.

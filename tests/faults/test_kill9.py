@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.faults import kill9
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import kill9
 
 KILLS = 12
 

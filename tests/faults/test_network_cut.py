@@ -1,7 +1,7 @@
 """Scenario 3: the link to the broker cut, then lossy (broker in its own network namespace).
 
 The station reaches the broker over a veth pair between two namespaces made for the test
-(tests/support/netns.py; addresses in 10.231.0.0/16 inside those namespaces only). The link is
+(harness/netns.py; addresses in 10.231.0.0/16 inside those namespaces only). The link is
 taken down for 8 s (longer than the 5 s keepalive, so both sides notice) with an alert published
 meanwhile, brought back, then 30 % of the packets in each direction are dropped by nftables for
 8 s with another alert. Both alerts must play, readings must flow again after the cut, and
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults import network_cut
+from harness.netns import NetnsLink
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import network_cut
-from tests.support.netns import NetnsLink
 
 
 def test_a_cut_and_a_lossy_link_lose_nothing_and_alerts_still_play(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 A ZE07-CO and a JSON-lines node on pseudo-terminals (the node's USB plug also pulled out and
 put back every few seconds), a Modbus level transmitter on a socat pair
-that answers polls with good replies, noise, half replies or nothing (tests/support/serial_noise.py).
+that answers polls with good replies, noise, half replies or nothing (harness/serial_noise.py).
 Each sensor has a rule with a local broadcast, so a false alarm would be heard. What must hold:
 no ``alarm`` event and silent loudspeakers, no reading of a value no device sent (beyond what
 the ZE07's 8-bit checksum lets through from these very bytes, predicted by replaying them through
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.faults import serial_garbage
 from tests.faults.conftest import report
-from tests.support.fault_scenarios import serial_garbage
 
 SECONDS = 30
 #: RSS may move by a few pages (allocator, SQLite page cache); a per-byte or per-frame leak

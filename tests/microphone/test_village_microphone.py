@@ -25,10 +25,10 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.config import load_config
 from gateway.downlink.envelope import seal
-from tests.e2e.conftest import BEEP, RATE, occurrences, sine_pcm, write_clip
-from tests.support.alsa_capture import AlsaCapture, alsa_capture
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.alsa_capture import AlsaCapture, alsa_capture
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.sounds import RATE, occurrences, sine_pcm, write_clip
+from harness.station import (
     STATION_ID,
     Centre,
     StationThread,
@@ -37,6 +37,7 @@ from tests.support.station import (
     wait_until,
     write_config,
 )
+from tests.e2e.conftest import BEEP
 
 PTT_PIN = 22
 ALARM = sine_pcm(1500, 1.0, amplitude=0.6)

@@ -7,8 +7,8 @@ import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from harness.station import AREA, topic
 from tests.e2e.conftest import Rig
-from tests.support.station import AREA, topic
 
 ZONE = ZoneInfo("Asia/Shanghai")
 TOWN_PROGRAMME_TOPIC = topic("programme", AREA[:9])

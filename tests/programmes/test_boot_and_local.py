@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import STATE_TOPIC, Rig, occurrences, running_station, sine_pcm, write_clip
+from harness.alsa_capture import write_alsa_config
+from harness.mosquitto import Mosquitto
+from harness.sounds import occurrences, sine_pcm, write_clip
+from harness.station import ROOT, Centre, wait_until, write_config
+from tests.e2e.conftest import STATE_TOPIC, Rig, running_station
 from tests.programmes.helpers import item, item_id, local_in, publish_schedule, schedule
-from tests.support.alsa_capture import write_alsa_config
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import ROOT, Centre, wait_until, write_config
 
 NOTICE = sine_pcm(660, 0.5, amplitude=0.3)
 LOCAL = sine_pcm(880, 0.5, amplitude=0.3)

@@ -18,15 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.downlink.envelope import seal
-from tests.e2e.conftest import (
-    EVENT_TOPIC,
-    STATE_TOPIC,
-    TOWN_TOPIC,
-    Rig,
-    occurrences,
-    running_station,
-    sine_pcm,
-)
+from harness.sounds import occurrences, sine_pcm
+from harness.station import ROOT, Centre, wait_until
+from tests.e2e.conftest import EVENT_TOPIC, STATE_TOPIC, TOWN_TOPIC, Rig, running_station
 from tests.programmes.helpers import (
     TOWN_PROGRAMME_TOPIC,
     at_ms,
@@ -37,7 +31,6 @@ from tests.programmes.helpers import (
     schedule,
     wait_s,
 )
-from tests.support.station import ROOT, Centre, wait_until
 
 NOTICE = sine_pcm(700, 0.6, amplitude=0.3)
 LONG = sine_pcm(523, 3.0, amplitude=0.25)

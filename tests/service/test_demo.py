@@ -18,7 +18,7 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.demo import has_sound_card
 from gateway.store.outbox import Store
-from tests.support.mosquitto import Mosquitto, Subscriber, free_port
+from harness.mosquitto import Mosquitto, Subscriber, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from drivers.ze07_co import active_frame
-from tests.drivers.devices import ModbusTransmitter, PeriodicWriter, PtyPort, SocatPair
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import StationProcess, station_topic, wait_until, write_config
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.serial_ports import PtyPort, SocatPair
+from harness.station import StationProcess, station_topic, wait_until, write_config
+from tests.drivers.devices import ModbusTransmitter, PeriodicWriter
 
 
 def body(folder: Path, co: PtyPort, node: PtyPort, rs485: Path) -> str:

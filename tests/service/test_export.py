@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import (
     ROOT,
     STATION_ID,
     StationProcess,

@@ -30,8 +30,8 @@ from click.testing import CliRunner
 
 from gateway.cli.status import CLEAR, status
 from gateway.status.server import ask_service, socket_path
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import ROOT, StationProcess, station_topic, wait_until, write_config
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import ROOT, StationProcess, station_topic, wait_until, write_config
 
 SENSOR = """
 [[sensors]]

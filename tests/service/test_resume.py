@@ -7,8 +7,8 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.store.outbox import Store
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import (
     Centre,
     StationProcess,
     station_topic,

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 from drivers.ze07_co import active_frame
-from tests.drivers.devices import PeriodicWriter, PtyPort
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import StationProcess, station_topic, wait_until, write_config
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.serial_ports import PtyPort
+from harness.station import StationProcess, station_topic, wait_until, write_config
+from tests.drivers.devices import PeriodicWriter
 
 
 def health_events(sub: Subscriber) -> list[tuple[str, str]]:

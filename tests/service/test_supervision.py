@@ -28,8 +28,8 @@ import gateway.service
 from gateway.config import load_config
 from gateway.service import Station
 from gateway.store.outbox import Store
-from tests.support.mosquitto import Mosquitto, Subscriber
-from tests.support.station import (
+from harness.mosquitto import Mosquitto, Subscriber
+from harness.station import (
     STATION_ID,
     StationProcess,
     station_topic,

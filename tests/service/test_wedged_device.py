@@ -14,9 +14,9 @@ import signal
 import time
 from pathlib import Path
 
+from harness.mosquitto import Mosquitto
+from harness.station import StationProcess, write_config
 from tests.service.test_supervision import write_clip
-from tests.support.mosquitto import Mosquitto
-from tests.support.station import StationProcess, write_config
 
 RULES = """
 [[sensors]]

@@ -1,6 +1,6 @@
 """Fixtures for the uplink tests: a private broker, the centre's subscriber and a station.
 
-Everything here talks to real parts: a private Mosquitto per test (tests/support/mosquitto.py),
+Everything here talks to real parts: a private Mosquitto per test (harness/mosquitto.py),
 a real SQLite file, the real Store and Uplink. `Centre` is what the county centre would run: a
 persistent-session subscriber to everything the station publishes, that counts every seq it
 receives so tests can assert "nothing lost, nothing doubled" the way the centre would see it.
@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import Config
 from gateway.store.outbox import Store
 from gateway.uplink.link import Uplink
-from tests.support.mosquitto import Mosquitto
-from tests.support.tls import KeyPair
+from harness.mosquitto import Mosquitto
+from harness.tls import KeyPair
 
 STATION_ID = "lq-371581001201-01"
 AREA = "371581001201"

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.mosquitto import Mosquitto
+from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import (
     Centre,
     config_data,

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gateway.cli.status import status
-from tests.support.mosquitto import Mosquitto
+from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import AREA, add_readings, config_data, running, write_config
 from tests.uplink.conftest import make_config as build_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mosquitto import Mosquitto
-from tests.support.tls import Pki, make_cert, make_pki
+from harness.mosquitto import Mosquitto
+from harness.tls import Pki, make_cert, make_pki
 from tests.uplink.conftest import Centre, add_readings, contiguous, make_config, running
 
 

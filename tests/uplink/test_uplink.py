@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.uplink.link import Backoff, area_path, topics_for
-from tests.support.mosquitto import Mosquitto
+from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import (
     AREA,
     PREFIX,
