@@ -27,7 +27,7 @@ from gateway.service import Station
 from gateway.status.database import read_status, service_running
 from gateway.status.server import socket_path
 from gateway.store.outbox import Store
-from tests.support.station import AREA, write_config
+from harness.station import AREA, write_config
 
 REFUSED = """
 [[sensors]]
