@@ -12,7 +12,7 @@ read is also capped at `READ_CHUNK` bytes, so even an accepted message is never 
 buffer of its full size.
 
 It relies on paho's private read path (``_packet_read``, ``_sock_recv``, ``_in_packet``,
-``_send_puback``), stable through paho-mqtt 2.x; tests/uplink/test_oversized.py sends a real
+``_send_puback``), stable through paho-mqtt 2.x; tests/e2e/test_hostile_link.py sends a real
 40 MiB message through a real broker under both protocol versions, so a paho release that
 changes this path fails there, not in a village.
 """
