@@ -21,7 +21,7 @@ Two broker set-ups are measured. Mosquitto's defaults leave Nagle's algorithm on
 (``set_tcp_nodelay false``): a PUBLISH to the station then waits whenever the broker's
 previous small packet to it (a PUBACK of a receipt) is not yet acknowledged, which the
 station's kernel delays unless the uplink asks for quick acknowledgements (it does,
-gateway/uplink/link.py; before that this row read ~25 ms p50). ``set_tcp_nodelay true`` (EMQX
+gateway/uplink/mqtt_client.py; before that this row read ~25 ms p50). ``set_tcp_nodelay true`` (EMQX
 and VerneMQ default to no-delay) shows the broker-side fix. The ``station`` columns
 time the station's own part: from the event loop taking the message (``Intake.handle``)
 to the first write.

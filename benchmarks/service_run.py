@@ -36,7 +36,7 @@ from harness.ledger import Ledger
 from harness.mosquitto import Mosquitto
 from harness.station_db import count_readings, stored_max_seq
 
-#: After this long connected, a station's back-off starts from the beginning (gateway.uplink.link).
+#: After this long connected, a station's back-off starts from the beginning (gateway.uplink.supervisor).
 STABLE_S = 10.5
 #: Start-up transients (first state, `started` event, first commits) are left out of windows.
 SETTLE_S = 3.0
@@ -155,13 +155,13 @@ def _outage(
 
 
 def schedule_median(outage_s: float, samples: int = 20_000) -> float:
-    """The median recovery the back-off schedule alone predicts (gateway.uplink.link.Backoff, defaults).
+    """The median recovery the back-off schedule alone predicts (gateway.uplink.supervisor.Backoff, defaults).
 
     A reading to set the measured median against: each attempt is assumed to fail at once
     while the broker is down and to succeed at once when it is up.
     """
     from gateway.config import MqttConfig
-    from gateway.uplink.link import Backoff
+    from gateway.uplink.supervisor import Backoff
 
     mqtt = MqttConfig()
     rng = random.Random(20_260_701)

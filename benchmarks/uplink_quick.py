@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import Config
 from gateway.store.outbox import Store
-from gateway.uplink.link import Uplink
+from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto
 
 STATION = "bench-station-01"

@@ -40,7 +40,7 @@ from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine
 from gateway.status.server import StatusServer, socket_path
 from gateway.store.outbox import Store
-from gateway.uplink.link import Uplink
+from gateway.uplink.supervisor import Uplink
 from gateway.village_mic import VillageMicrophone
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ on its status socket, and the database's view when the service is down. All thre
 one `StationStatus` and projected from it here, so a field means the same everywhere:
 
 * `protocol_state` — the §3 fields (without ``online``, which the uplink sets), published by
-  gateway/uplink/link.py and used by the §8 ``status`` command;
+  gateway/uplink/supervisor.py and used by the §8 ``status`` command;
 * `status_json` — what ``cunxiang status --json`` prints and the status socket sends: the §3
   fields plus ``last_readings``, ``alerts``, ``receipts``, ``programmes`` and the technician's
   details; `status_from_json` reads it back (the command line renders a live answer with the

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gateway.uplink.link import max_packet_bytes
+from gateway.uplink.settings import max_packet_bytes
 from harness import station_db
 from harness.faults.common import TOWN_TOPIC, ScenarioResult, inline_alert
 from harness.faults.station import FaultStation, edit_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.uplink.link import max_packet_bytes
+from gateway.uplink.settings import max_packet_bytes
 from harness.station import topic, wait_until
 from tests.e2e.conftest import Rig, running_station
 

@@ -10,7 +10,7 @@ Why on a *default* Mosquitto: it leaves Nagle's algorithm on (`set_tcp_nodelay
 false`), so a PUBLISH to the station waits whenever the broker's previous small
 packet to it (a PUBACK) is not yet acknowledged; with the kernel's delayed ACK
 that cost ~25 ms per alert (p50) until the uplink set TCP_QUICKACK after every
-read (gateway/uplink/link.py `_ack_at_once`). This test fails if that comes back.
+read (gateway/uplink/mqtt_client.py, `BoundedClient.loop_read`). This test fails if that comes back.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Tests of the durable outbox (gateway/store/outbox.py) and the MQTT uplink (gateway/uplink/link.py)."""
+"""Tests of the durable outbox (gateway/store/outbox.py) and the MQTT uplink (gateway/uplink/)."""

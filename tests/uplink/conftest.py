@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import Config
 from gateway.store.outbox import Store
-from gateway.uplink.link import Uplink
+from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto
 from harness.tls import KeyPair
 

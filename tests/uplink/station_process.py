@@ -15,7 +15,7 @@ import sys
 import time
 
 from gateway.config import load_config
-from gateway.uplink.link import Uplink
+from gateway.uplink.supervisor import Uplink
 from tests.uplink.conftest import open_store, service_state
 
 

@@ -69,7 +69,7 @@ def test_a_refused_client_certificate_is_logged_and_records_keep_buffering(
     rogue = make_pki(tmp_path / "rogue", client_name="rogue-station").client
     mqtt = tls_config(tmp_path, tls_broker.port, pki.ca.cert, rogue.cert, rogue.key)
     config = make_config(tmp_path, tls_broker.port, mqtt=mqtt)
-    caplog.set_level(logging.WARNING, logger="gateway.uplink.link")
+    caplog.set_level(logging.WARNING, logger="gateway.uplink")
 
     async def scenario() -> None:
         async with running(config, connack_timeout_s=1.0) as station:
@@ -98,7 +98,7 @@ def test_username_and_password_file(tmp_path: Path, caplog: pytest.LogCaptureFix
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password\n")
     extra = ["allow_anonymous false", f"password_file {passwords}"]
-    caplog.set_level(logging.DEBUG, logger="gateway.uplink.link")
+    caplog.set_level(logging.DEBUG, logger="gateway.uplink")
 
     async def scenario(password_file: Path) -> bool:
         mqtt = {"username": "station-01", "password_file": str(password_file)}

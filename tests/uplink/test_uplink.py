@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.uplink.link import Backoff, area_path, topics_for
+from gateway.uplink.supervisor import Backoff
+from gateway.uplink.topics import area_path, topics_for
 from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import (
     AREA,
@@ -333,7 +334,7 @@ def test_a_broker_that_accepts_tcp_and_never_answers_is_given_up_and_retried(
                 accepted.append((time.monotonic(), conn))
             assert not station.uplink.connected
 
-    caplog.set_level(logging.WARNING, logger="gateway.uplink.link")
+    caplog.set_level(logging.WARNING, logger="gateway.uplink")
     try:
         asyncio.run(scenario())
     finally:
@@ -371,7 +372,7 @@ def test_a_broker_that_stops_answering_mid_drain_is_detected_and_left(
                 os.kill(pid, signal.SIGCONT)
             await station.until(lambda: station.store.backlog()[0] == 0, 20, "the drain")
 
-    caplog.set_level(logging.WARNING, logger="gateway.uplink.link")
+    caplog.set_level(logging.WARNING, logger="gateway.uplink")
     try:
         asyncio.run(scenario())
         centre.wait(lambda c: len(c.seqs()) == 5_000, 10, "all readings")
@@ -406,7 +407,7 @@ def test_a_dead_network_thread_is_replaced(
             add_readings(station.store, 1_000)
             await station.until(lambda: station.store.backlog()[0] == 0, 10, "the drain")
 
-    caplog.set_level(logging.WARNING, logger="gateway.uplink.link")
+    caplog.set_level(logging.WARNING, logger="gateway.uplink")
     try:
         asyncio.run(scenario())
         centre.wait(lambda c: len(c.seqs()) == 1_000, 10, "all readings")
