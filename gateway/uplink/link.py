@@ -68,6 +68,12 @@ class _Shutdown:
     offline_mid: int | None = None
     offline_until: float = 0.0
 
+    def next_deadline(self, now: float) -> float:
+        """When the current step ends by itself."""
+        if self.offline_mid is not None:
+            return self.offline_until
+        return self.drain_until if now < self.drain_until else self.settle_until
+
 
 class Link:
     """One paho client, one connection, one thread. Never reused once it has ended."""
@@ -172,16 +178,18 @@ class Link:
 
     def _finish(self) -> None:
         self.connected = False
-        sock = self.client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        if self._drain is not None:
-            self._drain.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        self.closed.set()
-        self.on_change()
+        try:
+            sock = self.client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            if self._drain is not None:
+                self._drain.close()
+            self._wake_r.close()
+            self._wake_w.close()
+        finally:  # the supervisor waits for this, not for a poll
+            self.closed.set()
+            self.on_change()
 
     def _loop(self) -> None:
         client = self.client
@@ -194,7 +202,7 @@ class Link:
                 if self._shutdown is not None:
                     if self._shutdown_step(now):
                         return
-                    timeout = 0.02
+                    timeout = min(POLL_S, max(0.0, self._shutdown.next_deadline(now) - now))
                 else:
                     self._pump()
             self._check_timeouts(now)

@@ -13,6 +13,10 @@ what it holds to get that. It runs in the event loop and keeps one link
 * it takes the service's commands for the centre — ``wake``, ``resend``,
   ``publish_response`` — and hands them to whichever link is up (gateway/uplink/answers.py);
   downlink goes the other way through gateway/uplink/delivery.py.
+
+It waits on events, never on a fixed poll: a link says when it connected or ended through
+``on_change`` (``call_soon_threadsafe``), and the supervisor sleeps until that or its next
+deadline (heartbeat, stuck-thread check).
 """
 
 from __future__ import annotations
@@ -216,12 +220,9 @@ class Uplink:
             else:
                 link.abort("stopping")
                 limit = 0.5  # longer only while blocked in a TCP connect; then it is left behind
-            await self._wait_closed(link, limit)
-            if not link.closed.is_set():
+            if not await self._run_finishes(limit):
                 link.abort("stopping")
-        if self._finished is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), 0.5)
+        await self._run_finishes(0.5)
         self.store.remove_listener(self.wake)
         self._delivery.close()
         self.store.set_status(broker_connected=False, disconnected_ts=now_ms())
@@ -270,7 +271,10 @@ class Uplink:
                 link.error = link.error or "network thread stuck"
                 link.abort("network thread stuck")
                 break
-            await self._wait_change(1.0)
+            wake_at = link.last_loop + self.hung_s
+            if link.connected:
+                wake_at = min(wake_at, self._last_state + heartbeat_s)
+            await self._wait_change(wake_at - time.monotonic())
         if self._announced is link:
             self.store.set_status(
                 broker_connected=False, disconnected_ts=now_ms(), last_error=link.error
@@ -334,16 +338,22 @@ class Uplink:
             await self._wait_change(remaining)
 
     async def _wait_change(self, timeout: float) -> None:
-        """Until a link connects or ends, `stop` is called, or `timeout` seconds have passed."""
+        """Until a link connects or ends, `stop` is called, or `timeout` seconds have passed.
+
+        Only `run` waits here (one waiter: clearing the event cannot lose another's wake-up).
+        """
         assert self._changed is not None
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), max(timeout, 0.0))
 
-    async def _wait_closed(self, link: Link, limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while not link.closed.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+    async def _run_finishes(self, limit: float) -> bool:
+        """Wait up to `limit` seconds for `run` to return; True if it has."""
+        if self._finished is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), limit)
+        return self._finished.is_set()
 
     def _kick(self) -> None:
         if self._changed is not None:
