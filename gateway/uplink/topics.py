@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.downlink.alert_model import ALL_AREAS, area_path
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -24,7 +26,7 @@ class Topics:
     alert: str
     cmd: str
     programme: str
-    #: ...and those of ``all`` and of each code of its area path (`area_path`).
+    #: ...and those of ``all`` and of each code of its area path (docs/protocol.md §1).
     area_alerts: tuple[str, ...]
     area_programmes: tuple[str, ...]
 
@@ -34,15 +36,10 @@ class Topics:
         return (*self.area_alerts, self.alert, self.cmd, *self.area_programmes, self.programme)
 
 
-def area_path(area: str) -> list[str]:
-    """The area codes an alert may address this station by (docs/protocol.md §1)."""
-    return [area[:length] for length in (2, 4, 6, 9, 12)]
-
-
 def topics_for(prefix: str, station_id: str, area: str) -> Topics:
     """All topics of station `station_id` in area `area` under `prefix`."""
     base = f"{prefix}/station/{station_id}"
-    codes = ("all", *area_path(area))
+    codes = (ALL_AREAS, *area_path(area))
     return Topics(
         state=f"{base}/state",
         telemetry=f"{base}/telemetry",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.downlink.alert_model import area_path
 from gateway.uplink.supervisor import Backoff
-from gateway.uplink.topics import area_path, topics_for
+from gateway.uplink.topics import topics_for
 from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import (
     AREA,
