@@ -148,7 +148,7 @@ class HostileDownlink:
 
         Oversized ones (up to 3× the limit) come every `huge_every`; `giants` of them are
         `giant_mib` (low, high) MiB instead, at random places. With `packet_limit` (the Maximum Packet Size an
-        MQTT 5 station declares, gateway.uplink.link.max_packet_bytes) a message whose packet is
+        MQTT 5 station declares, gateway.uplink.settings.max_packet_bytes) a message whose packet is
         larger never reaches the station: the broker drops it, so it must cause nothing.
         """
         out: list[Hostile] = []
