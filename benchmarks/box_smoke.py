@@ -70,12 +70,21 @@ def main(argv: list[str] | None = None) -> int:
             step(f"2. a reading at the broker: {ledger.readings_of('sim-0')[0]}")
             alert_id, _pcm, raw = inline_alert(centre, 440, 1.0, level="orange")
             ledger.publish(TOWN_TOPIC, raw)
-            ledger.wait(lambda: "played" in ledger.statuses(alert_id), args.timeout, "played")
+            ledger.wait(
+                lambda: set(ledger.statuses(alert_id)) - {"received", "queued", "playing"},
+                args.timeout,
+                "the alert's last receipt",
+            )
+            receipts = ledger.receipts_for(alert_id)
+            assert "played" in ledger.statuses(alert_id), f"not played: {receipts}"
             step(f"3. alert played: receipts {ledger.statuses(alert_id)}")
             ok = True
         except Exception as exc:
             step(f"FAILED: {exc}")
             print(f"console tail:\n{vm.console_log.read_text(errors='replace')[-2000:]}")
+            if vm.agent is not None:
+                journal = vm.agent.run("journalctl -u cunxiang --no-pager -n 40").out
+                print(f"the station's journal:\n{journal}")
         finally:
             vm.close()
             ledger.close()
