@@ -9,7 +9,7 @@ Cortex-A72) and checks what a technician would after installing a box:
 
 1. the service reaches READY under systemd (`systemctl show`: active/running);
 2. one reading arrives at the centre's broker (a Mosquitto on the host's 127.0.0.1);
-3. one signed alert is played (to the guest's snd-dummy card, a paced null sink): the centre
+3. one signed alert is played (to the guest's snd-dummy or, on arm64, snd-aloop card: a paced null sink): the centre
    gets its "played" receipt.
 
     python benchmarks/box_smoke.py --arch arm64     # 20 to 60 minutes on a busy machine
