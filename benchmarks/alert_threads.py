@@ -115,6 +115,7 @@ def steps(repeat: int = 200) -> str:
     """CPU (this thread) of each step the event loop takes for an alert, with the real objects."""
     from gateway.downlink.alert_model import parse_alert_json
     from gateway.downlink.envelope import open_envelope
+    from gateway.store.alert_records import AlertRecord
     from gateway.store.outbox import Store
 
     centre = Centre()
@@ -142,19 +143,21 @@ def steps(repeat: int = 200) -> str:
             "parse_alert_json (pydantic)", envelopes, lambda e: parse_alert_json(e.payload)
         )
         records = timed(
-            "the log record (model_dump)", alerts, lambda a: {"alert": a.model_dump(mode="json")}
+            "the log record (model_dump)",
+            alerts,
+            lambda a: AlertRecord(kind="central", alert=a.model_dump(mode="json")),
         )
         pairs = list(zip(alerts, records, strict=True))
-        timed("alert_record (the replay check)", alerts, lambda a: store.alert_record(a.id))
+        timed("alerts.entry (the replay check)", alerts, lambda a: store.alerts.entry(a.id))
         timed(
-            "remember_alert + `received`, one commit",
+            "alerts.remember + `received`, one commit",
             pairs,
-            lambda p: store.remember_alert(p[0].id, p[1], received={}),
+            lambda p: store.alerts.remember(p[0].id, p[1], received={}),
         )
         timed(
-            "set_alert_state(queued), rides along",
+            "alerts.set_state(queued), rides along",
             alerts,
-            lambda a: store.set_alert_state(a.id, "queued"),
+            lambda a: store.alerts.set_state(a.id, "queued"),
         )
         timed(
             "`queued` receipt, deferred",

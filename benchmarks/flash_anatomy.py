@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from gateway.store import outbox as store_module
+from gateway.store import budget, state_rows
 from gateway.store.outbox import Store
 from harness import procstat
 from harness.station import ROOT
@@ -56,7 +56,7 @@ class FakeClock:
         self.now = 1_000.0
 
     def namespace(self) -> SimpleNamespace:
-        """A stand-in for the `time` module as gateway.store.outbox sees it."""
+        """A stand-in for the `time` module as the store's modules see it."""
         return SimpleNamespace(
             monotonic=lambda: self.now, time=time.time, time_ns=time.time_ns, sleep=time.sleep
         )
@@ -115,13 +115,16 @@ def anatomy(per_commit: int, commits: int, warmup: int = 300) -> dict[str, Any]:
     """Drive a store at `per_commit` readings per commit; what each commit costs, on average."""
     folder = Path(tempfile.mkdtemp(prefix="flash-", dir=ROOT / "benchmarks" / "results"))
     clock = FakeClock()
-    namespace = vars(store_module)  # the store alone reads the fake clock
-    real_time = namespace["time"]
-    namespace["time"] = clock.namespace()
+    # The store alone reads the fake clock: its state saves and its storage budget.
+    namespaces = [vars(budget), vars(state_rows)]
+    real_time = time
+    for namespace in namespaces:
+        namespace["time"] = clock.namespace()
     try:
         return _drive(folder / "station.db", clock, per_commit, commits, warmup)
     finally:
-        namespace["time"] = real_time
+        for namespace in namespaces:
+            namespace["time"] = real_time
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -142,7 +145,7 @@ def _drive(
         for k in range(per_commit):
             sensor = SENSORS[k % len(SENSORS)]
             store.add_reading(sensor, "water_level_m", round(1.5 + (n * 7 + k) % 997 / 331, 6), ts)
-        store._commit(None)  # what the committer thread does every commit_interval_s
+        store._writer.commit(None)  # what the committer thread does every commit_interval_s
         store.mark_sent([(store.last_seq - per_commit + 1, store.last_seq)])  # the PUBACK
         store.set_status(last_publish_ts=ts)  # as the uplink does on every PUBACK
         start = watcher.last + 1

@@ -47,6 +47,11 @@ def kernel_clock_synced() -> bool:
     return bool(state not in (-1, TIME_ERROR) and not (timex.status & STA_UNSYNC))
 
 
+def now_ms() -> int:
+    """Wall-clock time, integer epoch milliseconds UTC."""
+    return time.time_ns() // 1_000_000
+
+
 class StationClock:
     """Wall-clock time in epoch ms, and whether it is synced (config `station.clock`)."""
 

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.store.outbox import Store, Stored
+from gateway.store.outbox import Store
+from gateway.store.records import Stored
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from audio.microphone import MicInput, MicrophoneError, Talk
 from audio.ptt import PushToTalk
 from gateway.clock import StationClock
 from gateway.config import Config, MicrophoneConfig
+from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,8 @@ class VillageMicrophone:
 
     def _new_id(self) -> str:
         n = self._store.last_seq + 1
-        record = {"kind": "microphone", "level": self.level, "expires_ms": 0, "silent": False}
-        while not self._store.remember_alert(f"mic:{n}", record):
+        record = AlertRecord(kind="microphone", level=self.level)
+        while not self._store.alerts.remember(f"mic:{n}", record):
             n += 1
         return f"mic:{n}"
 

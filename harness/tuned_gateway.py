@@ -6,7 +6,7 @@ readings, and folded `downlink_rejected` events wait for the end of a one-minute
 that wants to see the buffer overflow or a window close runs the real service with a smaller
 constant:
 
-    python -m harness.tuned_gateway gateway.store.outbox.MAX_BUFFERED_READINGS=2000 -- run -c FILE
+    python -m harness.tuned_gateway gateway.store.writer.MAX_BUFFERED_READINGS=2000 -- run -c FILE
 
 Each ``module.NAME=VALUE`` (VALUE a Python literal) is set before the command line runs; the
 module must already define NAME, so a renamed constant fails loudly instead of silently testing

@@ -64,8 +64,8 @@ def export(
 ) -> None:
     """Readings and events from the station's database, e.g. for a USB stick (works while the
     service runs)."""
+    from gateway.clock import now_ms
     from gateway.store import export as exporting
-    from gateway.store.outbox import now_ms
 
     config = load_or_exit(config_path)
     now = now_ms()

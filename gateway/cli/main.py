@@ -44,7 +44,7 @@ def run(config_path: Path, log_level: str) -> None:
     from drivers.registry import DriverConfigError
     from gateway.logs import setup_logging
     from gateway.service import run_station
-    from gateway.store.outbox import StoreError
+    from gateway.store.database_file import StoreError
 
     config = load_or_exit(config_path, code=EX_CONFIG)
     setup_logging(log_level)

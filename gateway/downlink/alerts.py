@@ -17,7 +17,6 @@ level of the alert it replaces.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from audio.broadcast import Speech
 from audio.broadcast_queue import BroadcastQueue
@@ -43,8 +42,9 @@ from gateway.downlink.rejections import Rejections
 from gateway.downlink.scope import KeyScope, authorised
 from gateway.downlink.time_floor import TimeFloor
 from gateway.log_folding import LogFolder
-from gateway.store import alert_log
-from gateway.store.outbox import UNFINISHED_ALERT_STATES, Store
+from gateway.store.alert_log import UNFINISHED_STATES
+from gateway.store.alert_records import AlertRecord, LogEntry, summary
+from gateway.store.outbox import Store
 from gateway.untrusted import untrusted_text
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class AlertIntake:
             )
             self.receipts.receipt(alert.id, "rejected", {"reason": "not_authorised"})
             return
-        if self.store.alert_record(log_id(envelope.key, alert.id)) is not None:
+        if self.store.alerts.entry(log_id(envelope.key, alert.id)) is not None:
             # Before the time checks: a replay gets no new receipt, not even `expired` (§6.1).
             self.log_folder.log(
                 "repeats of accepted alerts",
@@ -178,21 +178,21 @@ class AlertIntake:
     ) -> None:
         entry = log_id(envelope.key, alert.id)
         level = self._level_of(alert, envelope.key)
-        record = {
-            "kind": "central",
-            "format": envelope.type,
-            "key": envelope.key,
+        record = AlertRecord(
+            kind="central",
+            format=envelope.type,
+            key=envelope.key,
             # The payload once (a restart parses it again), not the audio a second time.
-            **alert_log.payload_fields(envelope.payload),
-            "alert": alert_log.summary(alert.model_dump(mode="json", exclude={"audio"})),
-            "level": level,
-            "expires_ms": effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
-            "silent": alert.status == "test" and not self.config.security.allow_test_sound,
-        }
+            payload=envelope.payload,
+            alert=summary(alert.model_dump(mode="json", exclude={"audio"})),
+            level=level,
+            expires_ms=effective_expiry_ms(alert, self.config.security.max_alert_lifetime_s),
+            silent=alert.status == "test" and not self.config.security.allow_test_sound,
+        )
         # The log entry is durable before the sound (a restart resumes it, a replay finds it);
         # its `received` receipt shares the entry's transaction (docs/performance.md).
         received = {} if synced else {"clock_unsynced": True}
-        if not self.store.remember_alert(
+        if not self.store.alerts.remember(
             entry, record, received=received, receipt_id=public_id(entry)
         ):
             log.info("alert %s was accepted before: not played again, no new receipt", alert.id)
@@ -212,36 +212,36 @@ class AlertIntake:
         self.receipts.received(public_id(entry), received)
         self._apply_references(alert, envelope.key)
         if alert.msg_type != "alert" and speech is None:
-            self.store.set_alert_state(entry, "played")
+            self.store.alerts.set_state(entry, "played")
             return
         self.queue.submit(self.broadcasts.alert(entry, alert, level, record, speech))
 
-    def _referenced(self, alert: Alert, key: str) -> list[tuple[str, dict[str, Any]]]:
+    def _referenced(self, alert: Alert, key: str) -> list[LogEntry]:
         """Log entries the references reach: the key's own alerts, any key's with `override`."""
         override = self.scopes[key].may("override")
         found = []
         for ref in alert.references:
-            for entry in reachable(ref, key, self.scopes, override):
-                record = self.store.alert_record(entry)
-                if record is not None:
-                    found.append((entry, record))
+            for entry_id in reachable(ref, key, self.scopes, override):
+                entry = self.store.alerts.entry(entry_id)
+                if entry is not None:
+                    found.append(entry)
         return found
 
     def _level_of(self, alert: Alert, key: str) -> str:
         """An update or cancel plays at the level of the alert it replaces (docs/protocol.md §6.1)."""
         if alert.msg_type == "alert":
             return alert.level
-        levels = [str(record["level"]) for _, record in self._referenced(alert, key)]
+        levels = [str(entry.record.level) for entry in self._referenced(alert, key)]
         return min(levels, key=LEVEL_RANK.__getitem__, default=alert.level)
 
     def _apply_references(self, alert: Alert, key: str) -> None:
         if alert.msg_type == "alert":
             return
         status = "cancelled" if alert.msg_type == "cancel" else "superseded"
-        for entry, record in self._referenced(alert, key):
-            if record.get("state") not in UNFINISHED_ALERT_STATES:
+        for entry in self._referenced(alert, key):
+            if entry.state not in UNFINISHED_STATES:
                 continue
-            if self.queue.cancel(entry):
-                self.receipts.replaced.add(entry)
-            self.store.set_alert_state(entry, status)
-            self.receipts.entry_receipt(entry, status, {"by": alert.id})
+            if self.queue.cancel(entry.id):
+                self.receipts.replaced.add(entry.id)
+            self.store.alerts.set_state(entry.id, status)
+            self.receipts.entry_receipt(entry.id, status, {"by": alert.id})

@@ -26,7 +26,8 @@ import logging
 import sqlite3
 from collections import OrderedDict
 
-from gateway.store.outbox import Store, now_ms
+from gateway.clock import now_ms
+from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class AnsweredLog:
         self._added = 0
         self._handling: tuple[str, bytes] | None = None
         self._answer: tuple[str, bytes, str] | None = None
-        store.add_trimmer(self._trim)
+        store.budget.add_trimmer(self._trim)
 
     def answered(self, key: str, sha256: bytes) -> str | None:
         """The id named in the answer to this exact message, or None if it was never answered."""

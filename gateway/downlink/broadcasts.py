@@ -17,7 +17,6 @@ rendered later, in parallel with the pre-tone.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from audio.broadcast import Broadcast, Speech
 from audio.clips import BadAudio, decode_wav, load_clip
@@ -27,16 +26,16 @@ from gateway.clock import StationClock
 from gateway.config import AudioConfig
 from gateway.downlink.alert_model import DEFAULT_LANGUAGE, Alert, parse_alert_json
 from gateway.downlink.cap import parse_cap, speech_parts
-from gateway.store import alert_log
+from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 
 
-def stored_alert(record: dict[str, Any]) -> Alert:
+def stored_alert(record: AlertRecord) -> Alert:
     """The alert of an unfinished log entry, parsed from the payload it arrived as."""
-    payload = alert_log.stored_payload(record)
+    payload = record.payload
     if payload is None:  # an entry of an older release: the alert's JSON form
-        return parse_alert_json(json.dumps(record["alert"]).encode())
-    return parse_cap(payload) if record.get("format") == "cap" else parse_alert_json(payload)
+        return parse_alert_json(json.dumps(record.alert).encode())
+    return parse_cap(payload) if record.format == "cap" else parse_alert_json(payload)
 
 
 class Broadcasts:
@@ -82,7 +81,7 @@ class Broadcasts:
         )
 
     def alert(
-        self, entry: str, alert: Alert, level: str, record: dict[str, Any], speech: Speech | None
+        self, entry: str, alert: Alert, level: str, record: AlertRecord, speech: Speech | None
     ) -> Broadcast:
         """The broadcast of an accepted central alert (its alert-log `record`)."""
         return self.build(
@@ -93,23 +92,21 @@ class Broadcasts:
             tone=alert.tone,
             # A cancel says its text once unless it asks for more.
             repeat=alert.repeat or (1 if alert.msg_type == "cancel" else None),
-            expires_ms=int(record["expires_ms"]),
-            silent=bool(record["silent"]),
+            expires_ms=record.expires_ms,
+            silent=record.silent,
         )
 
-    def local(self, broadcast_id: str, record: dict[str, Any]) -> Broadcast:
+    def local(self, broadcast_id: str, record: AlertRecord) -> Broadcast:
         """The broadcast of a local alarm; UnknownClip or BadAudio if its clip is missing or bad."""
-        if record.get("clip"):
-            speech = self.clip(str(record["clip"]))  # refused now if it is missing or bad
-        else:
-            speech = self.tts(str(record["text"]))
+        # A clip is refused now if it is missing or bad.
+        speech = self.clip(record.clip) if record.clip else self.tts(str(record.text))
         return self.build(
             broadcast_id,
-            str(record["level"]),
+            str(record.level),
             speech,
             central=False,
-            repeat=record.get("repeat"),
-            expires_ms=int(record["expires_ms"]),
+            repeat=record.repeat,
+            expires_ms=record.expires_ms,
         )
 
     # -- speech ------------------------------------------------------------------------------
@@ -151,8 +148,8 @@ class Broadcasts:
 
     def _inline_audio(self, entry: str) -> bytes:
         """The inline WAV of an accepted alert, read back from its alert-log entry."""
-        record = self.store.alert_record(entry)
-        alert = None if record is None else stored_alert(record)
+        found = self.store.alerts.entry(entry)
+        alert = None if found is None else stored_alert(found.record)
         if alert is None or alert.audio is None:
             raise BadAudio(f"the inline audio of {entry} is no longer in the alert log")
         return alert.audio.data

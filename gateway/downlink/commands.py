@@ -28,6 +28,7 @@ from gateway.downlink.rejections import Rejections
 from gateway.downlink.scope import KeyScope, authorised
 from gateway.downlink.time_floor import TimeFloor
 from gateway.log_folding import LogFolder
+from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Commands:
             return
         # Remembered before the time checks: a replay is never answered, even once expired (§8).
         entry = command_log_id(envelope.key, command.id)
-        if not self.store.remember_alert(entry, {"kind": "command", "expires_ms": 0}):
+        if not self.store.alerts.remember(entry, AlertRecord(kind="command")):
             self.log_folder.log(
                 "repeats of answered commands",
                 self.clock.now_ms(),
@@ -99,7 +100,7 @@ class Commands:
                 command.id,
             )
             return
-        self.store.set_alert_state(entry, "done")
+        self.store.alerts.set_state(entry, "done")
         synced = self.floor.synced()
         verdict = check_time(command, self.floor.now_ms(), synced, security.max_clock_skew_s)
         if verdict == "ok" and not synced and epoch_ms(command.sent) <= self.floor.floor_ms:

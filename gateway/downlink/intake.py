@@ -85,7 +85,7 @@ class Intake:
         self.topics = DownlinkTopics.of(config)
         self.floor = TimeFloor(store, clock)
         self.answered = AnsweredLog(store)
-        store.add_trimmer(self._prune_alert_log)
+        store.budget.add_trimmer(self._prune_alert_log)
         self.rejections = Rejections(store, clock)
         self.receipts = Receipts(store, self.answered, self._told)
         self.log_folder = LogFolder(log)

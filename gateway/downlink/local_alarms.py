@@ -11,8 +11,6 @@ of broadcasting, and the service hands its alarms over.
 
 from __future__ import annotations
 
-from typing import Any
-
 from audio.broadcast_queue import BroadcastQueue
 from audio.clips import BadAudio, UnknownClip
 from gateway.downlink.broadcasts import Broadcasts
@@ -20,6 +18,7 @@ from gateway.downlink.receipts import Receipts
 from gateway.downlink.time_floor import TimeFloor
 from gateway.rules import RuleEvent
 from gateway.store import alert_log
+from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 
 #: How long a local alarm broadcast stays worth playing after a restart.
@@ -59,28 +58,27 @@ class LocalAlarms:
         spec = event.broadcast
         if spec is None:
             return
-        record = {
-            "kind": "local",
-            "level": spec.level or event.level,
-            "rule": event.rule,
-            "text": spec.text,
-            "clip": spec.clip,
-            "repeat": spec.repeat,
-            "expires_ms": self.floor.now_ms() + LOCAL_BROADCAST_TTL_MS,
-            "silent": False,
-        }
-        if not self.store.remember_alert(broadcast_id, record):
+        record = AlertRecord(
+            kind="local",
+            level=spec.level or event.level,
+            rule=event.rule,
+            text=spec.text,
+            clip=spec.clip,
+            repeat=spec.repeat,
+            expires_ms=self.floor.now_ms() + LOCAL_BROADCAST_TTL_MS,
+        )
+        if not self.store.alerts.remember(broadcast_id, record):
             return
         self.receipts.receipt(broadcast_id, "received", {})
         self.submit(broadcast_id, record)
 
-    def submit(self, broadcast_id: str, record: dict[str, Any]) -> None:
+    def submit(self, broadcast_id: str, record: AlertRecord) -> None:
         """Queue a logged local alarm (sounded now, or resumed); `failed` if its clip is bad."""
         try:
             broadcast = self.broadcasts.local(broadcast_id, record)
         except (UnknownClip, BadAudio) as exc:
             reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
-            self.store.set_alert_state(broadcast_id, "failed")
+            self.store.alerts.set_state(broadcast_id, "failed")
             self.receipts.receipt(broadcast_id, "failed", {"reason": reason})
             return
         self.queue.submit(broadcast)

@@ -68,7 +68,7 @@ class Receipts:
         if entry in self.replaced and status == "cancelled":
             self.replaced.discard(entry)
             return False
-        self.store.set_alert_state(entry, status)
+        self.store.alerts.set_state(entry, status)
         # `queued` rides with the next commit, normally `playing` a moment later: one fsync
         # less before the first sound (docs/performance.md).
         self.entry_receipt(entry, status, dict(extra), defer=status == "queued")

@@ -18,7 +18,6 @@ from gateway.downlink.broadcasts import Broadcasts, stored_alert
 from gateway.downlink.local_alarms import LocalAlarms
 from gateway.downlink.receipts import Receipts
 from gateway.downlink.time_floor import TimeFloor
-from gateway.store import alert_log
 from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)
@@ -34,30 +33,30 @@ def resume(
     local_alarms: LocalAlarms,
 ) -> None:
     """Queue again every unfinished, unexpired broadcast of the alert log; answer the rest."""
-    for record in store.unfinished_alerts():
-        broadcast_id = str(record["id"])
-        if record.get("kind") in ("programme", "microphone"):
+    for entry in store.alerts.unfinished():
+        broadcast_id, record = entry.id, entry.record
+        if record.kind in ("programme", "microphone"):
             continue  # the scheduler resumes programmes; a microphone use ended with the process
-        if record.get("kind") == "command":
+        if record.kind == "command":
             # Crashed between logging a command and answering it: the centre sees no
             # answer and may send a new command; running it twice is worse.
-            store.set_alert_state(broadcast_id, "done")
+            store.alerts.set_state(broadcast_id, "done")
             continue
-        if int(record["expires_ms"]) <= floor.now_ms():
-            store.set_alert_state(broadcast_id, "expired")
+        if record.expires_ms <= floor.now_ms():
+            store.alerts.set_state(broadcast_id, "expired")
             receipts.entry_receipt(broadcast_id, "expired", {})
             continue
         log.info("resuming broadcast %s after a restart", broadcast_id)
-        if record.get("kind") == "local":
+        if record.kind == "local":
             local_alarms.submit(broadcast_id, record)
             continue
         try:
             alert = stored_alert(record)
-            cap = alert_log.stored_payload(record) if record.get("format") == "cap" else None
+            cap = record.payload if record.format == "cap" else None
             speech = broadcasts.speech(alert, broadcast_id, check=False, cap_payload=cap)
         except Exception as exc:  # the stored alert was valid when accepted
             log.error("cannot resume %s: %s", broadcast_id, exc)
-            store.set_alert_state(broadcast_id, "failed")
+            store.alerts.set_state(broadcast_id, "failed")
             receipts.entry_receipt(broadcast_id, "failed", {"reason": "bad_payload"})
             continue
-        queue.submit(broadcasts.alert(broadcast_id, alert, str(record["level"]), record, speech))
+        queue.submit(broadcasts.alert(broadcast_id, alert, str(record.level), record, speech))

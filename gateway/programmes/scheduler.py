@@ -28,6 +28,7 @@ from gateway.clock import StationClock
 from gateway.programmes.book import ProgrammeBook
 from gateway.programmes.model import ItemBase
 from gateway.programmes.timetable import DAY_MS, Occurrence, Slot, between, upcoming
+from gateway.store.alert_records import AlertRecord, LogEntry
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,13 @@ Receipt = Callable[[str, str, dict[str, Any]], None]
 
 
 class AlertLog(Protocol):
-    """What the scheduler needs of the store's alert log."""
+    """What the scheduler needs of the store's alert log (gateway/store/alert_log.py)."""
 
-    def remember_alert(self, alert_id: str, record: dict[str, Any]) -> bool: ...
+    def remember(self, alert_id: str, record: AlertRecord) -> bool: ...
 
-    def set_alert_state(self, alert_id: str, state: str) -> None: ...
+    def set_state(self, alert_id: str, state: str) -> None: ...
 
-    def unfinished_alerts(self) -> list[dict[str, Any]]: ...
+    def unfinished(self) -> list[LogEntry]: ...
 
 
 class ProgrammeScheduler:
@@ -128,18 +129,17 @@ class ProgrammeScheduler:
     # -- one occurrence ----------------------------------------------------------------------
 
     def _fire(self, occ: Occurrence, now: int) -> None:
-        record = {
-            "kind": "programme",
-            "key": occ.slot.key,
-            "schedule": occ.slot.schedule_id,
-            "item": occ.slot.item.name,
-            "day": occ.day.isoformat(),
-            "at_ms": occ.at_ms,
-            "level": "routine",
-            "expires_ms": occ.deadline_ms,
-            "silent": False,
-        }
-        if not self._log.remember_alert(occ.id, record):
+        record = AlertRecord(
+            kind="programme",
+            key=occ.slot.key,
+            schedule=occ.slot.schedule_id,
+            item=occ.slot.item.name,
+            day=occ.day.isoformat(),
+            at_ms=occ.at_ms,
+            level="routine",
+            expires_ms=occ.deadline_ms,
+        )
+        if not self._log.remember(occ.id, record):
             return  # played (or skipped) before a restart
         log.info("programme item %s is due", occ.id)
         self._start(occ, now)
@@ -155,7 +155,7 @@ class ProgrammeScheduler:
         except (UnknownClip, BadAudio) as exc:
             reason = "unknown_clip" if isinstance(exc, UnknownClip) else "bad_audio"
             log.error("programme item %s cannot play: %s", occ.id, exc)
-            self._log.set_alert_state(occ.id, "failed")
+            self._log.set_state(occ.id, "failed")
             self._receipt(occ.id, "failed", {"reason": reason})
             return
         self._submit(
@@ -173,7 +173,7 @@ class ProgrammeScheduler:
 
     def _skip(self, broadcast_id: str, reason: str) -> None:
         log.info("programme item %s skipped: %s", broadcast_id, reason)
-        self._log.set_alert_state(broadcast_id, "skipped")
+        self._log.set_state(broadcast_id, "skipped")
         self._receipt(broadcast_id, "skipped", {"reason": reason})
 
     def _gate(self, occ: Occurrence, preempted: bool) -> str | None:
@@ -195,17 +195,18 @@ class ProgrammeScheduler:
         """After a restart: an unfinished item plays again if it still may, else is skipped."""
         slots = {(s.key, s.schedule_id, s.item.name): s for s in self.slots()}
         now = self._clock.now_ms()
-        for record in self._log.unfinished_alerts():
-            if record.get("kind") != "programme":
+        for entry in self._log.unfinished():
+            record = entry.record
+            if record.kind != "programme":
                 continue
-            broadcast_id = str(record["id"])
+            broadcast_id = entry.id
             self._handled.add(broadcast_id)
-            slot = slots.get((str(record["key"]), str(record["schedule"]), str(record["item"])))
+            slot = slots.get((str(record.key), str(record.schedule), str(record.item)))
             if slot is None:
                 self._skip(broadcast_id, "expired")
                 continue
-            day = dt.date.fromisoformat(str(record["day"]))
-            occ = Occurrence(slot, day, int(record["at_ms"]))
+            day = dt.date.fromisoformat(str(record.day))
+            occ = Occurrence(slot, day, int(record.at_ms or 0))
             log.info("resuming programme item %s after a restart", broadcast_id)
             self._start(occ, now)
 

@@ -60,7 +60,7 @@ def start_programmes(
     scheduler = ProgrammeScheduler(
         book,
         local_slots(config.programmes),
-        log_=store,
+        log_=store.alerts,
         submit=queue.submit,
         clock=clock,
         speech=item_speech(config, intake),

@@ -12,66 +12,31 @@ file (the service holds it while it runs).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.clock import now_ms
 from gateway.downlink import time_floor
 from gateway.status.model import StationStatus, alert_summary, sensor_states
-from gateway.store import schema as store_schema
-from gateway.store.outbox import SeqRanges, alert_item, now_ms, recent_receipts
+from gateway.store import alert_log, records, state_rows
+from gateway.store.database_file import StoreError, open_read_only, service_running
 
 
 class StatusError(Exception):
     """The database cannot be read; the message says why and what to do."""
 
 
-def service_running(path: Path) -> bool:
-    """The service holds an exclusive lock on ``<db>.lock`` while it runs."""
-    try:
-        fd = os.open(f"{path}.lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
-
-
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """The station database, read-only; StatusError saying what is wrong if it cannot be."""
-    if not path.exists():
-        raise StatusError(
-            f"{path}: no database yet (the service has not run, or storage.path points elsewhere)"
-        )
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        if store_schema.is_blank(db):
-            raise StatusError(f"{path}: the database is empty (the service has not run yet)")
-        store_schema.check_ours(db)
-    except store_schema.SchemaError as exc:
-        raise StatusError(f"{path}: {exc}") from None
-    except sqlite3.Error as exc:
-        raise StatusError(
-            f"{path}: cannot read the database ({exc}); run as root or as the service's user"
-        ) from None
-    return db
-
-
 def read_status(path: Path, area: str, *, alerts: int = 10, receipts: int = 10) -> StationStatus:
     """The status of the station whose database is at `path`; StatusError if impossible."""
     path = Path(path)
     running = service_running(path)
-    db = open_read_only(path)
+    try:
+        db = open_read_only(path)
+    except StoreError as exc:
+        raise StatusError(str(exc)) from None
     try:
         with db:  # one read transaction: every figure from the same moment
             db.execute("BEGIN")
@@ -90,30 +55,20 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def _backlog(db: sqlite3.Connection, state: dict[str, str]) -> tuple[int, int | None]:
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    last = int(row[0]) if row else 0
-    done = SeqRanges(tuple(pair) for pair in json.loads(state.get("done", "[]")))
-    oldest_row = db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
-    done.add(1, (int(oldest_row) if oldest_row is not None else last + 1) - 1)
-    backlog = max(0, last - done.count_upto(last))
-    if not backlog:
-        return 0, None
-    found = db.execute(
-        "SELECT ts FROM outbox WHERE seq >= ? ORDER BY seq LIMIT 1", (done.next_missing(1),)
-    ).fetchone()
-    return backlog, (int(found[0]) if found else None)
+    """What the store's backlog would say, from the saved rows (acknowledgements lag)."""
+    last = state_rows.last_seq(db)
+    saved = state_rows.StateRows(state, state_rows.load_sent(db, state, last))
+    count, first = saved.unsent(last)
+    return (count, state_rows.first_ts(db, first)) if count > 0 else (0, None)
 
 
 def _read(
     db: sqlite3.Connection, path: Path, area: str, running: bool, n_alerts: int, n_receipts: int
 ) -> StationStatus:
-    state = dict(db.execute("SELECT key, value FROM state").fetchall())
+    state = state_rows.read_state(db)
     recorded: dict[str, Any] = json.loads(state.get("status", "{}"))
     backlog, oldest_ts = _backlog(db, state)
-    alert_rows = db.execute(
-        "SELECT * FROM alerts ORDER BY received_ts DESC, rowid DESC LIMIT ?", (n_alerts * 4,)
-    ).fetchall()
-    alert_items = [a for a in map(alert_item, alert_rows) if a.get("kind") != "command"]
+    entries = [e for e in alert_log.recent(db, n_alerts * 4) if e.record.kind != "command"]
     last_readings: list[dict[str, Any]] = json.loads(state.get("last_readings", "[]"))
     faults: dict[str, dict[str, Any]] = json.loads(state.get("faults", "{}"))
     live_sensors = recorded.get("sensors") if running else None
@@ -143,8 +98,8 @@ def _read(
         time_floor_ts=_int_or_none(state.get(time_floor.STATE_KEY)),
         faults=faults,
         last_readings=last_readings,
-        alerts=[alert_summary(a) for a in alert_items[:n_alerts]],
-        receipts=recent_receipts(db, n_receipts),
+        alerts=[alert_summary(e) for e in entries[:n_alerts]],
+        receipts=records.recent_receipts(db, n_receipts),
         programmes=[recorded["next_programme"]] if recorded.get("next_programme") else [],
         next_programme=recorded.get("next_programme"),
         programme_state=recorded.get("programme_state"),

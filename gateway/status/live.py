@@ -96,7 +96,7 @@ def _add_detail(station: LiveStation, status: StationStatus) -> None:
     status.last_readings = sorted(
         station.last_readings.values(), key=lambda r: (str(r["sensor"]), str(r["q"]))
     )
-    alerts = [a for a in store.recent_alerts(RECENT * 4) if a.get("kind") != "command"]
+    alerts = [e for e in store.alerts.recent(RECENT * 4) if e.record.kind != "command"]
     status.alerts = [alert_summary(a) for a in alerts[:RECENT]]
     status.receipts = store.recent_receipts(RECENT)
     status.programmes = parts.programmes.upcoming(RECENT)

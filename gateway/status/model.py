@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.downlink.alert_ids import public_id
+from gateway.store.alert_records import LogEntry
 
 Source = Literal["service", "database"]
 
@@ -146,15 +147,19 @@ def status_from_json(doc: dict[str, Any]) -> StationStatus:
     return StationStatus(**values)
 
 
-def alert_summary(item: dict[str, Any]) -> dict[str, Any]:
-    """An alert-log entry as a status answer shows it: the id its receipts carry, the signing
-    key, the event from the alert's body (or a local alarm's rule)."""
-    body = item.get("alert")
-    event = body.get("event") if isinstance(body, dict) else item.get("rule")
-    summary = {key: item.get(key) for key in ALERT_FIELDS}
-    summary["id"] = public_id(str(item.get("id")))
-    summary["event"] = event
-    return summary
+def alert_summary(entry: LogEntry) -> dict[str, Any]:
+    """An alert-log entry as a status answer shows it (`ALERT_FIELDS`): the id its receipts
+    carry, the signing key, the event from the alert's body (or a local alarm's rule)."""
+    record = entry.record
+    return {
+        "id": public_id(entry.id),
+        "key": record.key,
+        "state": entry.state,
+        "level": record.level,
+        "event": record.alert.get("event") if record.alert is not None else record.rule,
+        "received_ts": entry.received_ts,
+        "updated_ts": entry.updated_ts,
+    }
 
 
 def sensor_states(

@@ -34,7 +34,9 @@ from typing import Any, Literal, TextIO
 
 import sqlite_utils
 
-from gateway.status.database import StatusError, open_read_only
+from gateway.store import records
+from gateway.store.database_file import StoreError, open_read_only
+from gateway.store.records import Channel, Row
 from gateway.store.schema import KIND_EVENT, KIND_READING
 
 Format = Literal["jsonl", "csv"]
@@ -46,6 +48,8 @@ ACCEPTED_TIMES = (
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _UNIT_MS["w"] = 7 * _UNIT_MS["d"]
+#: Rows rendered and written at a time.
+CHUNK_ROWS = 4096
 
 
 class ExportError(Exception):
@@ -79,15 +83,6 @@ class Selection:
     sensor: str | None = None
 
 
-@dataclass(frozen=True)
-class _Channel:
-    sensor: str
-    quantity: str
-    flags: list[str]
-    head: str  # the JSON members between "ts" and "v"
-    tail: str  # the JSON members after "v"
-
-
 def export(
     database: Path,
     selection: Selection,
@@ -101,7 +96,7 @@ def export(
     """
     try:
         conn = open_read_only(database)
-    except StatusError as exc:
+    except StoreError as exc:
         raise DatabaseError(str(exc)) from None
     db = sqlite_utils.Database(conn)
     try:
@@ -123,7 +118,7 @@ def _export(
     state = {row["key"]: row["value"] for row in db["state"].rows}
     station = str(state.get("station_id", ""))
     channels = {
-        row["id"]: _channel(row["sensor"], row["quantity"], row["flags"])
+        row["id"]: records.channel(row["sensor"], row["quantity"], row["flags"])
         for row in db["channels"].rows
     }
     named = db.execute(
@@ -142,24 +137,13 @@ def _export(
     return _write_jsonl(rows, channels, station, out, counted)
 
 
-def _channel(sensor: str, quantity: str, flags: str) -> _Channel:
-    head = f'"sensor":{json.dumps(sensor, ensure_ascii=False)},"q":{json.dumps(quantity)}'
-    return _Channel(
-        sensor,
-        quantity,
-        json.loads(flags) if flags else [],
-        head,
-        f',"flags":{flags}' if flags else "",
-    )
-
-
 def _rows(
     db: sqlite_utils.Database,
     selection: Selection,
-    channels: dict[int, _Channel],
+    channels: dict[int, Channel],
     *,
     readings_only: bool,
-) -> Iterator[tuple[int, int, int, int | None, str | None, str | None]]:
+) -> sqlite3.Cursor:
     """(seq, kind, ts, chan, v, body) in seq order: tuples, not sqlite-utils' dicts, because
     a million dicts cost more than the rest of the export."""
     where = ["kind = :reading" if readings_only else "kind IN (:reading, :event)"]
@@ -180,7 +164,7 @@ def _rows(
     sql = (
         f"SELECT seq, kind, ts, chan, v, body FROM outbox WHERE {' AND '.join(where)} ORDER BY seq"
     )
-    return iter(db.execute(sql, params))
+    return db.execute(sql, params)
 
 
 class _Progress:
@@ -195,50 +179,52 @@ class _Progress:
         low, high = next(db.query("SELECT min(seq) AS low, max(seq) AS high FROM outbox")).values()
         self.low, self.span = (low or 0), max(1, (high or 0) - (low or 0))
 
-    def tick(self, seq: int) -> None:
-        self.count += 1
-        if self.report is not None and not self.count % 4096 and time.monotonic() >= self.next_at:
+    def advance(self, rows: list[Row]) -> None:
+        """`rows` are written."""
+        self.count += len(rows)
+        if self.report is not None and rows and time.monotonic() >= self.next_at:
             self.next_at = time.monotonic() + 0.5
-            self.report(self.count, (seq - self.low) / self.span)
+            self.report(self.count, (rows[-1][0] - self.low) / self.span)
 
 
-Row = tuple[int, int, int, Any, Any, Any]
+def _chunks(rows: sqlite3.Cursor) -> Iterator[list[Row]]:
+    return iter(lambda: rows.fetchmany(CHUNK_ROWS), [])
 
 
 def _write_jsonl(
-    rows: Iterator[Row],
-    channels: dict[int, _Channel],
+    rows: sqlite3.Cursor,
+    channels: dict[int, Channel],
     station: str,
     out: TextIO,
     counted: _Progress,
 ) -> int:
-    prefix = f'{{"station":{json.dumps(station)},'
-    write = out.write
-    for seq, kind, ts, chan, v, body in rows:
-        if kind == KIND_READING:
-            ch = channels[chan]
-            write(f'{prefix}"seq":{seq},"ts":{ts},{ch.head},"v":{v}{ch.tail}}}\n')
-        else:
-            write(f'{prefix}"seq":{seq},"ts":{ts},{body}}}\n')
-        counted.tick(seq)
+    """Each record as on the wire (gateway/store/records.py), the station's id first."""
+    opening = f'{{"station":{json.dumps(station)},'
+    for chunk in _chunks(rows):
+        out.write("\n".join(records.render_rows(chunk, channels, opening)) + "\n")
+        counted.advance(chunk)
     return counted.count
 
 
 def _write_csv(
-    rows: Iterator[Row], channels: dict[int, _Channel], out: TextIO, counted: _Progress
+    rows: sqlite3.Cursor, channels: dict[int, Channel], out: TextIO, counted: _Progress
 ) -> int:
     out.write(_csv_line(CSV_COLUMNS) + "\n")
     local_time = _LocalTime()
     # A channel's cells are quoted once (csv rules); seq, ts, time and v never need quoting.
     cells = {
-        chan: (_csv_line((ch.sensor, ch.quantity)), _csv_line((";".join(ch.flags),)))
+        chan: (
+            _csv_line((ch.sensor, ch.quantity)),
+            _csv_line((";".join(json.loads(ch.flags) if ch.flags else []),)),
+        )
         for chan, ch in channels.items()
     }
     write = out.write
-    for seq, _kind, ts, chan, v, _body in rows:
-        names, flags = cells[chan]
-        write(f"{seq},{ts},{local_time(ts)},{names},{v},{flags}\n")
-        counted.tick(seq)
+    for chunk in _chunks(rows):
+        for seq, _kind, ts, chan, v, _body in chunk:
+            names, flags = cells[chan]
+            write(f"{seq},{ts},{local_time(ts)},{names},{v},{flags}\n")
+        counted.advance(chunk)
     return counted.count
 
 

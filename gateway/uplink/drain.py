@@ -18,7 +18,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.store.outbox import OutboxRecord, Store, now_ms
+from gateway.clock import now_ms
+from gateway.store.outbox import Store
+from gateway.store.records import OutboxRecord
 from gateway.uplink.answers import Answers
 from gateway.uplink.settings import LinkSettings
 

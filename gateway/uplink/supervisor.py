@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.clock import now_ms
 from gateway.config import Config
-from gateway.store.outbox import Store, now_ms
+from gateway.store.outbox import Store
 from gateway.uplink.answers import Answers
 from gateway.uplink.delivery import Delivery
 from gateway.uplink.link import SHUTDOWN_DRAIN_S, SHUTDOWN_OFFLINE_S, SHUTDOWN_SETTLE_S, Link

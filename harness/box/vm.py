@@ -47,9 +47,9 @@ except OSError:
     _fd = -1
 
 if _fd >= 0:
-    import gateway.store.outbox as _store
+    import gateway.store.writer as _store
 
-    _write = _store.Store._write
+    _write = _store.Writer._write
 
     def _probed_write(self, *args, **kwargs):
         os.write(_fd, b"B\\n")
@@ -57,7 +57,7 @@ if _fd >= 0:
         os.write(_fd, b"E %d\\n" % self._last_seq)
         return seq
 
-    _store.Store._write = _probed_write
+    _store.Writer._write = _probed_write
     os.write(_fd, b"S %d\\n" % os.getpid())
 '''
 

@@ -42,7 +42,7 @@ def full_disk(
     A counting JSON-lines node writes `node_rate` readings/s all along. The disk is filled to
     ENOSPC while the broker is up (an alert sent now must still play), then the broker goes
     away for `full_s` seconds: the readings pile up in memory, and beyond the memory bound
-    (``gateway.store.outbox.MAX_BUFFERED_READINGS``, lowered to `buffered_readings` so a test sees it
+    (``gateway.store.writer.MAX_BUFFERED_READINGS``, lowered to `buffered_readings` so a test sees it
     within seconds; None keeps the real 100,000) they are dropped and must be reported as
     ``data_dropped``. Then the ballast goes, the broker returns, and the centre must get every
     committed record plus ``data_dropped`` events whose counts match exactly the values that
@@ -57,7 +57,7 @@ def full_disk(
     tune = (
         {}
         if buffered_readings is None
-        else {"gateway.store.outbox.MAX_BUFFERED_READINGS": buffered_readings}
+        else {"gateway.store.writer.MAX_BUFFERED_READINGS": buffered_readings}
     )
     with SmallDisk(folder / "disk", disk_kib) as disk, Mosquitto() as broker:
         port = PtyPort(folder / "ttyNODE")

@@ -58,7 +58,7 @@ def kill9(
     (one that finished just before a kill may lack, in that life's capture, the last ALSA
     period the killed process never wrote: `KILL_TAIL_BYTES`). Duplicates are counted per
     committed record: acknowledgements a kill took with it make the next life send again
-    (`tune` sets module constants, e.g. ``gateway.store.outbox.ACK_SAVE_RECORDS``, to compare).
+    (`tune` sets module constants, e.g. ``gateway.store.state_rows.ACK_SAVE_RECORDS``, to compare).
     """
     rng = random.Random(seed)
     result = ScenarioResult("1 kill -9 of the service")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.demo import has_sound_card
-from gateway.store.outbox import Store
+from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,16 +43,10 @@ def test_demo_runs_trips_its_alarm_and_broadcasts(tmp_path: Path) -> None:
     assert "river-high" in (folder / "station.log").read_text(encoding="utf-8")
 
     config = load_config(folder / "gateway.toml")
-    store = Store(
-        config.storage.path,
-        station_id=config.station.id,
-        max_mb=config.storage.max_mb,
-        max_age_days=config.storage.max_age_days,
-        commit_interval_s=1.0,
-    )
+    store = open_store(config)
     try:
         records = [r.as_dict() for r in store.records(1, store.last_seq)]
-        broadcasts = store.recent_alerts(10)
+        broadcasts = store.alerts.recent(10)
     finally:
         store.close()
     readings = [r for r in records if "sensor" in r and "q" in r]
@@ -63,7 +57,7 @@ def test_demo_runs_trips_its_alarm_and_broadcasts(tmp_path: Path) -> None:
     local = [alert for alert, status in receipts if alert.startswith("local:river-high:")]
     assert local, receipts
     assert (local[0], "played") in receipts
-    assert [b["state"] for b in broadcasts if b["id"] == local[0]] == ["played"]
+    assert [b.state for b in broadcasts if b.id == local[0]] == ["played"]
 
     if not has_sound_card():
         assert "no sound card here" in out

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.store.outbox import Store
+from gateway.store.alert_records import AlertRecord
+from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber
 from harness.station import (
     Centre,
@@ -22,15 +23,9 @@ def test_a_command_logged_before_a_crash_is_not_replayed_as_an_alert(tmp_path: P
         centre = Centre()
         config_path = write_config(tmp_path, broker.port, centre)
         config = load_config(config_path)
-        store = Store(
-            config.storage.path,
-            station_id=config.station.id,
-            max_mb=64,
-            max_age_days=30,
-            commit_interval_s=1.0,
-        )
+        store = open_store(config)
         # As the intake leaves it when killed between logging a command and answering it.
-        assert store.remember_alert("cmd:c-1", {"kind": "command", "expires_ms": 0})
+        assert store.alerts.remember("cmd:c-1", AlertRecord(kind="command"))
         store.close()
         sub = Subscriber(broker.port, [station_topic("#")])
         station = StationProcess(config_path).start()
@@ -45,13 +40,7 @@ def test_a_command_logged_before_a_crash_is_not_replayed_as_an_alert(tmp_path: P
         finally:
             station.close()
             sub.close()
-        store = Store(
-            config.storage.path,
-            station_id=config.station.id,
-            max_mb=64,
-            max_age_days=30,
-            commit_interval_s=1.0,
-        )
-        record = store.alert_record("cmd:c-1")
+        store = open_store(config)
+        entry = store.alerts.entry("cmd:c-1")
         store.close()
-        assert record is not None and record["state"] == "done"
+        assert entry is not None and entry.state == "done"

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clock import now_ms
 from gateway.downlink.answered import AnsweredLog
 from gateway.log_folding import LogFolder
 from gateway.store import alert_log
-from gateway.store.outbox import Store, now_ms
+from gateway.store.alert_records import AlertRecord
+from gateway.store.outbox import Store
 
 
 def open_store(path: Path) -> Store:
@@ -56,34 +58,34 @@ def test_answers_of_the_last_24_h_are_kept_beyond_the_count(tmp_path: Path) -> N
 
 def test_a_finished_alert_keeps_a_compact_record_and_ancient_ones_go(tmp_path: Path) -> None:
     payload = json.dumps({"id": "a-1", "audio": {"data": "A" * 200_000}}).encode()
-    record = {
-        "kind": "central",
-        "format": "alert",
-        "key": "centre",
-        "level": "red",
-        "expires_ms": 1,
-        "silent": False,
-        **alert_log.payload_fields(payload),
-        "alert": {"id": "a-1", "event": "flood", "status": "actual", "text": "x" * 5000},
-    }
+    record = AlertRecord(
+        kind="central",
+        format="alert",
+        key="centre",
+        level="red",
+        expires_ms=1,
+        payload=payload,
+        alert={"id": "a-1", "event": "flood", "status": "actual", "text": "x" * 5000},
+    )
     with open_store(tmp_path / "g.db") as store:
-        assert store.remember_alert("centre/a-1", record)
-        assert store.remember_alert("local:r:7", {"kind": "local", "level": "red"})
-        assert len(json.dumps(store.alert_record("centre/a-1"))) > 200_000
-        store.set_alert_state("centre/a-1", "played")
-        store.set_alert_state("local:r:7", "played")
-        compact = store.alert_record("centre/a-1")
+        assert store.alerts.remember("centre/a-1", record)
+        assert store.alerts.remember("local:r:7", AlertRecord(kind="local", level="red"))
+        entry = store.alerts.entry("centre/a-1")
+        assert entry is not None and len(entry.record.to_json()) > 200_000
+        store.alerts.set_state("centre/a-1", "played")
+        store.alerts.set_state("local:r:7", "played")
+        compact = store.alerts.entry("centre/a-1")
         assert compact is not None
-        assert len(json.dumps(compact)) < 1000
-        assert compact["payload_sha256"] == hashlib.sha256(payload).hexdigest()
-        assert compact["alert"] == {"id": "a-1", "event": "flood", "status": "actual"}
+        assert len(compact.record.to_json()) < 1000
+        assert compact.record.payload_sha256 == hashlib.sha256(payload).hexdigest()
+        assert compact.record.alert == {"id": "a-1", "event": "flood", "status": "actual"}
         # A week and a day later both could only be expired: the log forgets the central
         # one, and keeps the newest local one (its number must not come back).
         later = now_ms() + 8 * 86_400_000
         week = 7 * 86_400
         assert store.run_write(lambda c: alert_log.prune(c, now_ms(), week)) == 0
         assert store.run_write(lambda c: alert_log.prune(c, later, week)) == 1
-        assert store.alert_record("centre/a-1") is None
+        assert store.alerts.entry("centre/a-1") is None
         assert store.run_write(alert_log.highest_local_number) == 7
 
 

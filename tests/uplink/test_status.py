@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gateway.cli.status import status
+from gateway.store.alert_records import AlertRecord
 from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import AREA, add_readings, config_data, running, write_config
 from tests.uplink.conftest import make_config as build_config
@@ -33,8 +34,9 @@ def test_status_while_running_and_after_stop(tmp_path: Path, broker: Mosquitto) 
             store.add_reading("river", "water_level_m", 1.25, 1767225600000)
             store.add_reading("co-1", "co_ppm", 12.0, 1767225600500)
             store.add_event("sensor_fault", {"sensor": "co-1", "reason": "no_data"})
-            store.remember_alert(
-                "371581-20260701-0007", {"level": "red", "alert": {"event": "flood"}}
+            store.alerts.remember(
+                "371581-20260701-0007",
+                AlertRecord(kind="central", level="red", alert={"event": "flood"}),
             )
             store.add_receipt("371581-20260701-0007", "played", {"duration_s": 20.5})
             store.flush()

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import outbox as store_module
-from gateway.store.outbox import SeqRanges, Store, StoreError, runs_of
+from gateway.store import writer
+from gateway.store.alert_records import AlertRecord
+from gateway.store.database_file import StoreError
+from gateway.store.outbox import Store
 from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.seq_ranges import SeqRanges, runs_of
 from tests.uplink.conftest import STATION_ID, add_readings
 
 DAY_MS = 86_400_000
@@ -201,19 +204,20 @@ def test_an_unwritable_folder_gives_a_clear_error(tmp_path: Path) -> None:
 def test_alert_log_deduplicates_across_restarts_and_resumes_unfinished(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     with new_store(db) as store:
-        assert store.remember_alert("a-1", {"level": "red", "text": "撤离"}) is True
-        assert store.remember_alert("a-1", {"level": "red"}) is False
-        assert store.remember_alert("a-2", {"level": "blue"}) is True
-        store.set_alert_state("a-1", "playing")
-        store.set_alert_state("a-2", "played")
+        red = AlertRecord(kind="local", level="red", text="撤离")
+        assert store.alerts.remember("a-1", red) is True
+        assert store.alerts.remember("a-1", AlertRecord(kind="local", level="red")) is False
+        assert store.alerts.remember("a-2", AlertRecord(kind="local", level="blue")) is True
+        store.alerts.set_state("a-1", "playing")
+        store.alerts.set_state("a-2", "played")
     with new_store(db) as store:
-        assert store.remember_alert("a-1", {}) is False
-        unfinished = store.unfinished_alerts()
-        assert [(a["id"], a["state"]) for a in unfinished] == [("a-1", "playing")]
-        assert unfinished[0]["level"] == "red" and unfinished[0]["text"] == "撤离"
-        assert store.alert_record("a-2")["state"] == "played"  # type: ignore[index]
-        assert store.alert_record("a-3") is None
-        assert [a["id"] for a in store.recent_alerts(5)] == ["a-2", "a-1"]
+        assert store.alerts.remember("a-1", AlertRecord(kind="local")) is False
+        unfinished = store.alerts.unfinished()
+        assert [(a.id, a.state) for a in unfinished] == [("a-1", "playing")]
+        assert unfinished[0].record.level == "red" and unfinished[0].record.text == "撤离"
+        assert store.alerts.entry("a-2").state == "played"  # type: ignore[union-attr]
+        assert store.alerts.entry("a-3") is None
+        assert [a.id for a in store.alerts.recent(5)] == ["a-2", "a-1"]
 
 
 def test_budget_deletes_sent_records_first_then_reports_unsent_ones(tmp_path: Path) -> None:
@@ -225,8 +229,8 @@ def test_budget_deletes_sent_records_first_then_reports_unsent_ones(tmp_path: Pa
         keep = store.add_event("sensor_fault", {"sensor": "river", "reason": "no_data"}).seq
         add_readings(store, 60_000, start_value=100)
         store.flush()
-        store.enforce_budget()
-        assert store.used_bytes() <= 1024 * 1024
+        store.budget.enforce()
+        assert store.budget.used_bytes() <= 1024 * 1024
         rows = committed(db)
     stored = {seq for seq, _ in rows}
     assert keep in stored, "an unsent event is never deleted"
@@ -256,7 +260,7 @@ def test_budget_expires_old_records_but_not_those_from_an_unset_clock(tmp_path: 
         store.mark_sent([(1, 3)])
         add_readings(store, 5)
         store.flush()
-        store.enforce_budget()
+        store.budget.enforce()
         stored = {seq for seq, _ in committed(db)}
         drops = stored_events(db, "data_dropped")
     assert not stored & set(range(1, 11)), "old readings are gone (sent ones silently)"
@@ -270,21 +274,20 @@ def test_budget_expires_old_records_but_not_those_from_an_unset_clock(tmp_path: 
 def test_a_full_disk_keeps_the_service_running_and_loses_nothing_committed_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "MAX_BUFFERED_READINGS", 2_000)
+    monkeypatch.setattr(writer, "MAX_BUFFERED_READINGS", 2_000)
     db = tmp_path / "gateway.db"
     with new_store(db, commit_interval_s=0.05) as store:
         add_readings(store, 100)
         store.flush()
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        with store._lock:  # SQLite's own limit makes every write fail with SQLITE_FULL
-            store._db.execute(f"PRAGMA max_page_count = {pages}")
+        pages = store.run_write(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+        # SQLite's own limit makes every write fail with SQLITE_FULL
+        store.run_write(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
         add_readings(store, 5_000, start_value=10)
         assert store.add_event("broadcast_fault", {"reason": "audio_device"}).held
         time.sleep(0.3)
         assert store.write_error == "disk full"
         assert store.add_receipt("a-9", "received", {}).held
-        with store._lock:
-            store._db.execute("PRAGMA max_page_count = 1073741823")
+        store.run_write(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
         time.sleep(0.3)
         assert store.write_error is None
         store.flush()

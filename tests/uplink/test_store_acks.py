@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.store import outbox as store_module
+from gateway.store import state_rows
 from gateway.store.outbox import Store
 from tests.uplink.conftest import add_readings
 from tests.uplink.test_store import new_store
@@ -56,22 +56,22 @@ def test_backlog_never_reads_below_the_truth_while_a_commit_moves_readings(
     try:
         add_readings(store, 100)
         paused, release = threading.Event(), threading.Event()
-        write = store._write
+        write = store._writer._write
 
         def slow_write(*args: Any) -> int:
             paused.set()
             release.wait(5)
             return write(*args)
 
-        store._write = slow_write  # type: ignore[method-assign]
+        store._writer._write = slow_write  # type: ignore[method-assign]
         committer = threading.Thread(target=store.flush)
         committer.start()
         assert paused.wait(5), "the commit did not start"
-        store._mem_lock = _FinishCommitFirst(store._mem_lock, release, committer)  # type: ignore[assignment]
+        store._state.lock = _FinishCommitFirst(store._state.lock, release, committer)  # type: ignore[assignment]
         count, _ = store.backlog()
         assert not committer.is_alive()
         assert count >= 100, f"backlog read {count} with 100 readings unsent"
-        store._mem_lock = store._mem_lock.lock  # type: ignore[attr-defined]
+        store._state.lock = store._state.lock.lock  # type: ignore[attr-defined]
         assert store.backlog()[0] == 100
     finally:
         store.close()
@@ -86,15 +86,15 @@ def test_acknowledged_ranges_are_saved_by_count_without_waiting_for_the_interval
         add_readings(store, 1000)
         store.flush()
         before = saved_done(db)
-        store.mark_sent([(1, store_module.ACK_SAVE_RECORDS - 10)])
+        store.mark_sent([(1, state_rows.ACK_SAVE_RECORDS - 10)])
         time.sleep(0.3)
         assert saved_done(db) == before, "saved before the count was reached"
-        store.mark_sent([(1, store_module.ACK_SAVE_RECORDS + 10)])
+        store.mark_sent([(1, state_rows.ACK_SAVE_RECORDS + 10)])
         deadline = time.monotonic() + 3  # far below STATE_SAVE_S and commit_interval_s
         while saved_done(db) == before and time.monotonic() < deadline:
             time.sleep(0.02)
         saved = saved_done(db)
-        assert [1, store_module.ACK_SAVE_RECORDS + 10] in saved, saved
+        assert [1, state_rows.ACK_SAVE_RECORDS + 10] in saved, saved
     finally:
         store.close()
 

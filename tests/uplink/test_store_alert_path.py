@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
+from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 from tests.uplink.conftest import STATION_ID
+
+RED = AlertRecord(kind="local", level="red")
 
 
 def new_store(path: Path, interval_s: float = 60.0) -> Store:
@@ -43,32 +47,35 @@ def alert_states(path: Path) -> dict[str, str]:
 def test_alert_entry_and_received_receipt_are_committed_together(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     with new_store(db) as store:
-        assert store.remember_alert("a-1", {"level": "red"}, received={}) is True
+        assert store.alerts.remember("a-1", RED, received={}) is True
         # Committed before it returned: visible to another connection now.
         assert alert_states(db) == {"a-1": "received"}
         assert [body for _, body in outbox(db)] == [{"alert": "a-1", "status": "received"}]
         # A replay is refused and writes no second receipt.
-        assert store.remember_alert("a-1", {"level": "red"}, received={}) is False
+        assert store.alerts.remember("a-1", RED, received={}) is False
         assert len(outbox(db)) == 1
         unsynced = {"clock_unsynced": True}
-        assert store.remember_alert("a-2", {"level": "blue"}, received=unsynced) is True
+        assert (
+            store.alerts.remember("a-2", AlertRecord(kind="local", level="blue"), received=unsynced)
+            is True
+        )
         assert outbox(db)[-1][1] == {"alert": "a-2", "status": "received", "clock_unsynced": True}
     with new_store(db) as store:
-        assert store.remember_alert("a-1", {}, received={}) is False
-        assert [a["id"] for a in store.unfinished_alerts()] == ["a-1", "a-2"]
+        assert store.alerts.remember("a-1", AlertRecord(kind="local"), received={}) is False
+        assert [a.id for a in store.alerts.unfinished()] == ["a-1", "a-2"]
 
 
 def test_unfinished_state_rides_with_the_next_commit_finished_one_at_once(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     with new_store(db) as store:
-        store.remember_alert("a-1", {"level": "red"}, received={})
-        store.set_alert_state("a-1", "queued")
+        store.alerts.remember("a-1", RED, received={})
+        store.alerts.set_state("a-1", "queued")
         assert alert_states(db) == {"a-1": "received"}  # not yet committed ...
-        assert store.alert_record("a-1")["state"] == "queued"  # type: ignore[index]
+        assert store.alerts.entry("a-1").state == "queued"  # type: ignore[union-attr]
         store.add_receipt("a-1", "playing", {})
         assert alert_states(db) == {"a-1": "queued"}  # ... it went with the receipt
-        store.set_alert_state("a-1", "playing")
-        store.set_alert_state("a-1", "played")  # finished: committed now, the pending one dropped
+        store.alerts.set_state("a-1", "playing")
+        store.alerts.set_state("a-1", "played")  # finished: committed now, the pending one dropped
         assert alert_states(db) == {"a-1": "played"}
         store.flush()
         assert alert_states(db) == {"a-1": "played"}
@@ -77,7 +84,7 @@ def test_unfinished_state_rides_with_the_next_commit_finished_one_at_once(tmp_pa
 def test_deferred_receipt_keeps_its_place_in_seq_order(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     with new_store(db) as store:
-        store.remember_alert("a-1", {"level": "red"}, received={})
+        store.alerts.remember("a-1", RED, received={})
         assert store.add_receipt("a-1", "queued", {}, defer=True).seq is None
         assert [b["status"] for _, b in outbox(db)] == ["received"]
         store.add_receipt("a-1", "playing", {})
@@ -91,12 +98,12 @@ def test_deferred_receipt_is_committed_by_the_committer_when_nothing_follows(
 ) -> None:
     db = tmp_path / "gateway.db"
     with new_store(db, interval_s=0.1) as store:
-        store.remember_alert("a-1", {"level": "red"}, received={})
+        store.alerts.remember("a-1", RED, received={})
         store.add_receipt("a-1", "queued", {}, defer=True)
-        store.set_alert_state("a-1", "queued")
+        store.alerts.set_state("a-1", "queued")
         deadline = 50
         while len(outbox(db)) < 2 and deadline:
             deadline -= 1
-            store._stopping.wait(0.05)
+            time.sleep(0.05)
         assert [b["status"] for _, b in outbox(db)] == ["received", "queued"]
         assert alert_states(db) == {"a-1": "queued"}

@@ -261,8 +261,8 @@ def test_storage_budget_forced_small_reports_exactly_what_was_deleted(tmp_path: 
             for part in range(8):
                 add_readings(store, 10_000, start_value=part + 1)
                 store.flush()
-                store.enforce_budget()
-            assert store.used_bytes() <= 1024 * 1024
+                store.budget.enforce()
+            assert store.budget.used_bytes() <= 1024 * 1024
             broker.start()
             await station.until(lambda: store.backlog()[0] == 0, 20, "an empty backlog")
             return store.last_seq
