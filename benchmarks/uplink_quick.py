@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import Config
-from gateway.store.outbox import Store
+from gateway.store.outbox import Store, open_store
 from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto
 
@@ -136,13 +136,7 @@ def one_run(count: int) -> dict[str, float]:
         while not ready.exists():
             time.sleep(0.01)
         bytes0, cpu0 = write_bytes(), cpu_s()
-        store = Store(
-            cfg.storage.path,
-            station_id=STATION,
-            max_mb=cfg.storage.max_mb,
-            max_age_days=cfg.storage.max_age_days,
-            commit_interval_s=cfg.storage.commit_interval_s,
-        )
+        store = open_store(cfg)
         idle_rss = rss_mb()
         ts = int(time.time() * 1000)
         start = time.perf_counter()

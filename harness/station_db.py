@@ -16,25 +16,12 @@ import time
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.store.outbox import Store
-
-
-def open_store(config_path: Path) -> Store:
-    """The station's store exactly as the service opens it (no service may be running)."""
-    config = load_config(config_path)
-    storage = config.storage
-    return Store(
-        storage.path,
-        station_id=config.station.id,
-        max_mb=storage.max_mb,
-        max_age_days=storage.max_age_days,
-        commit_interval_s=storage.commit_interval_s,
-    )
+from gateway.store.outbox import open_store
 
 
 def seed_backlog(config_path: Path, count: int, sensor: str = "seed", start: int = 0) -> int:
     """Commit `count` readings of `sensor` with values start, start+1, …; the last seq."""
-    store = open_store(config_path)
+    store = open_store(load_config(config_path))
     try:
         ts = int(time.time() * 1000)
         for i in range(count):

@@ -27,10 +27,9 @@ from gpiozero.pins.mock import MockFactory
 import gateway.service
 from gateway.config import load_config
 from gateway.service import Station
-from gateway.store.outbox import Store
+from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber
 from harness.station import (
-    STATION_ID,
     StationProcess,
     station_topic,
     wait_until,
@@ -157,13 +156,7 @@ def test_sigterm_during_a_drain_exits_0_within_5_s_and_loses_nothing(tmp_path: P
     broker = Mosquitto()
     config_path = write_config(tmp_path, broker.port)
     config = load_config(config_path)
-    store = Store(
-        config.storage.path,
-        station_id=STATION_ID,
-        max_mb=512,
-        max_age_days=30,
-        commit_interval_s=1.0,
-    )
+    store = open_store(config)
     base = int(time.time() * 1000)
     for i in range(200_000):
         store.add_reading("level", "water_level_m", 1.0 + (i % 100) / 100, base + i)
@@ -193,13 +186,7 @@ def test_sigterm_during_a_drain_exits_0_within_5_s_and_loses_nothing(tmp_path: P
         assert at_sigterm < 200_000, (
             "the drain had finished before SIGTERM; the test proves nothing"
         )
-        reopened = Store(
-            config.storage.path,
-            station_id=STATION_ID,
-            max_mb=512,
-            max_age_days=30,
-            commit_interval_s=1.0,
-        )
+        reopened = open_store(config)
         last = reopened.last_seq
         reopened.close()
         station.start()

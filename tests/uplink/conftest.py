@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import Config
-from gateway.store.outbox import Store
+from gateway.store.outbox import Store, open_store
 from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto
 from harness.tls import KeyPair
@@ -84,18 +84,6 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
         lines.append("")
     path.write_text("\n".join(lines))
     return path
-
-
-def open_store(config: Config) -> Store:
-    """The Store exactly as the service opens it."""
-    storage = config.storage
-    return Store(
-        storage.path,
-        station_id=config.station.id,
-        max_mb=storage.max_mb,
-        max_age_days=storage.max_age_days,
-        commit_interval_s=storage.commit_interval_s,
-    )
 
 
 class Centre:

@@ -15,8 +15,9 @@ import sys
 import time
 
 from gateway.config import load_config
+from gateway.store.outbox import open_store
 from gateway.uplink.supervisor import Uplink
-from tests.uplink.conftest import open_store, service_state
+from tests.uplink.conftest import service_state
 
 
 async def main(config_path: str, run: int, rate: float) -> None:
