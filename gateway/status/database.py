@@ -23,6 +23,7 @@ from gateway.downlink import time_floor
 from gateway.status.model import StationStatus, alert_summary, sensor_states
 from gateway.store import alert_log, records, state_rows
 from gateway.store.database_file import StoreError, open_read_only, service_running
+from gateway.store.state_rows import StateRows
 
 
 class StatusError(Exception):
@@ -54,10 +55,8 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def _backlog(db: sqlite3.Connection, state: dict[str, str]) -> tuple[int, int | None]:
+def _backlog(db: sqlite3.Connection, saved: StateRows, last: int) -> tuple[int, int | None]:
     """What the store's backlog would say, from the saved rows (acknowledgements lag)."""
-    last = state_rows.last_seq(db)
-    saved = state_rows.StateRows(state, state_rows.load_sent(db, state, last))
     count, first = saved.unsent(last)
     return (count, state_rows.first_ts(db, first)) if count > 0 else (0, None)
 
@@ -66,11 +65,13 @@ def _read(
     db: sqlite3.Connection, path: Path, area: str, running: bool, n_alerts: int, n_receipts: int
 ) -> StationStatus:
     state = state_rows.read_state(db)
-    recorded: dict[str, Any] = json.loads(state.get("status", "{}"))
-    backlog, oldest_ts = _backlog(db, state)
+    last = state_rows.last_seq(db)
+    saved = StateRows(state, state_rows.load_sent(db, state, last))
+    recorded: dict[str, Any] = saved.status()
+    backlog, oldest_ts = _backlog(db, saved, last)
     entries = [e for e in alert_log.recent(db, n_alerts * 4) if e.record.kind != "command"]
     last_readings: list[dict[str, Any]] = json.loads(state.get("last_readings", "[]"))
-    faults: dict[str, dict[str, Any]] = json.loads(state.get("faults", "{}"))
+    faults: dict[str, dict[str, Any]] = saved.faults()
     live_sensors = recorded.get("sensors") if running else None
     return StationStatus(
         ts=now_ms(),
