@@ -42,7 +42,7 @@ from gateway.store.database_file import (
 )
 from gateway.store.reader import OutboxReader
 from gateway.store.reading_buffer import AddReading, ReadingBuffer
-from gateway.store.records import Channel, ChannelCache, OutboxRecord, Stored
+from gateway.store.records import Channel, OutboxRecord, Stored
 from gateway.store.writer import Writer
 
 if TYPE_CHECKING:
@@ -98,7 +98,6 @@ class Store:
             release_lock(self._lockfile)
             raise
         self.add_reading = self._readings.add
-        self._channel_cache = ChannelCache(self._readings.channel)
         self.alerts = AlertLog(self)
         self.budget = Budget(self, self._state, max_mb=max_mb, max_age_days=max_age_days)
         self._writer = Writer(
@@ -273,7 +272,7 @@ class Store:
         """Records still stored with from_seq <= seq <= to_seq, sent or not, in seq order."""
         return self.run_read(
             lambda db: records.stored_records(
-                db, self._channel_cache, from_seq, to_seq, limit or -1
+                db, self._readings.channels(), from_seq, to_seq, limit or -1
             )
         )
 
@@ -281,9 +280,9 @@ class Store:
         """The `n` newest committed receipts (docs/protocol.md §7, with seq and ts), newest first."""
         return self.run_read(lambda db: records.recent_receipts(db, n))
 
-    def channel(self, chan: int) -> Channel:
-        """How the readings of channel `chan` render (for `OutboxReader`)."""
-        return self._readings.channel(chan)
+    def channels(self) -> dict[int, Channel]:
+        """How the readings of each channel render (a copy, for `OutboxReader`)."""
+        return self._readings.channels()
 
     def reader(self) -> OutboxReader:
         """A reader with its own connection, for the uplink's thread."""

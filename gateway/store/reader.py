@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.store import records
 from gateway.store.database_file import open_reader
-from gateway.store.records import KIND_NAMES, Channel, ChannelCache, OutboxRecord
+from gateway.store.records import KIND_NAMES, Channel, OutboxRecord
 from gateway.store.seq_ranges import runs_of
+
+T = TypeVar("T")
 
 
 class Outbox(Protocol):
@@ -26,7 +29,7 @@ class Outbox(Protocol):
 
     path: Path
 
-    def channel(self, chan: int) -> Channel: ...
+    def channels(self) -> dict[int, Channel]: ...
 
     def is_sent(self, seq: int) -> bool: ...
 
@@ -53,7 +56,7 @@ class OutboxReader:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
         self._db = open_reader(outbox.path)
-        self._channels = ChannelCache(outbox.channel)
+        self._channels = outbox.channels()
 
     def close(self) -> None:
         """Close the connection."""
@@ -97,7 +100,7 @@ class OutboxReader:
     def _batch(
         self, rows: list[tuple[int, int, int, str]], end: int, limit: int, max_bytes: int
     ) -> ReadingBatch:
-        fragments = records.reading_jsons(rows, self._channels)
+        fragments = self._rendered(lambda: records.reading_jsons(rows, self._channels))
         size = sum(map(len, fragments)) + len(fragments)
         complete = len(rows) < limit
         if size > max_bytes and len(fragments) > 1:
@@ -110,4 +113,15 @@ class OutboxReader:
 
     def records(self, from_seq: int, to_seq: int, limit: int) -> list[OutboxRecord]:
         """Stored records in the range, sent or not (for a resend)."""
-        return records.stored_records(self._db, self._channels, from_seq, to_seq, limit)
+        return self._rendered(
+            lambda: records.stored_records(self._db, self._channels, from_seq, to_seq, limit)
+        )
+
+    def _rendered(self, render: Callable[[], T]) -> T:
+        """`render()`, with this reader's copy of the channel table renewed if a channel is
+        newer than it (a plain dict: the drain renders hundreds of thousands a second)."""
+        try:
+            return render()
+        except KeyError:
+            self._channels = self._outbox.channels()
+            return render()

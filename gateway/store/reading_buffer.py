@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from gateway.store import records, state_rows
-from gateway.store.records import Channel
+from gateway.store.records import Channel, value_json
 
 #: Buffered readings at which the store is asked to relieve the buffer (see `ReadingBuffer`).
 EARLY_COMMIT_ROWS = 20_000
@@ -83,7 +83,7 @@ class ReadingBuffer:
 
         ValueError for a value that is not a finite number or a bool.
         """
-        text = records.value_json(value)
+        text = value_json(value)
         if not isinstance(ts, int):
             raise ValueError(f"ts must be integer epoch milliseconds, not {ts!r}")
         key = (sensor, quantity, flags)
@@ -155,10 +155,10 @@ class ReadingBuffer:
             oldest = self._rows[0][0] if self._rows else None
             return len(self._rows) + self.committing, oldest
 
-    def channel(self, chan: int) -> Channel:
-        """How the readings of channel `chan` render."""
+    def channels(self) -> dict[int, Channel]:
+        """How the readings of each channel render: a copy of the table as it is now."""
         with self.lock:
-            return self._channels[chan]
+            return dict(self._channels)
 
     def last_readings_row(self, saved_version: int) -> tuple[int, str | None]:
         """The last readings' version, and their state row if newer than `saved_version`."""

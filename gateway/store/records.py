@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,18 +93,6 @@ class Channel:
     flags: str  # a JSON array, or "" for none
     head: str
     tail: str
-
-
-class ChannelCache(dict[int, Channel]):
-    """Channels by number, each fetched once from `lookup` (the store's table, under its lock)."""
-
-    def __init__(self, lookup: Callable[[int], Channel]) -> None:
-        super().__init__()
-        self._lookup = lookup
-
-    def __missing__(self, chan: int) -> Channel:
-        found = self[chan] = self._lookup(chan)
-        return found
 
 
 def channel(sensor: str, quantity: str, flags: str) -> Channel:
