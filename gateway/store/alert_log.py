@@ -184,7 +184,7 @@ class AlertLog:
             log.error("%s: cannot update alert %r: %s", self._store.path, alert_id, exc)
             return
         if not changed:
-            log.warning("set_alert_state: no alert %r in the log", alert_id)
+            log.warning("%s: no alert %r in the log", self._store.path, alert_id)
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ telemetry batch), §5 (an event) or §7 (a receipt) by the uplink's drain, by a 
 ``cunxiang status`` (recent receipts) and by ``cunxiang export`` (one line per record, with the
 station in front). They must all say the same thing, so the shape is written once, here:
 `record_json` for an event or a receipt, `reading_jsons` for readings (in bulk: the drain
-renders hundreds of thousands a second, and a function call per reading would cost it a
-third of its speed), `render_rows` for a stored range of both. The ``data_dropped`` event the
+renders hundreds of thousands a second, and a function call per reading would make its
+rendering half as slow again), `render_rows` for a stored range of both. The ``data_dropped`` event the
 store writes itself when it loses readings (§5) is built here too, once.
 
 Readings are stored compactly (gateway/store/schema.py): a channel number and the value
