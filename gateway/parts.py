@@ -39,7 +39,7 @@ from gateway.programmes.scheduler import ProgrammeScheduler
 from gateway.programmes.wiring import start_programmes
 from gateway.rules import RuleEngine
 from gateway.status.server import StatusServer, socket_path
-from gateway.store.outbox import Store
+from gateway.store.outbox import Store, open_store
 from gateway.uplink.supervisor import Uplink
 from gateway.village_mic import VillageMicrophone
 
@@ -161,13 +161,7 @@ def build_parts(
 ) -> Parts:
     """Build and start every part; each one's closing goes on `stack` as soon as it exists."""
     clock = StationClock(config.station.clock)
-    store = Store(
-        config.storage.path,
-        station_id=config.station.id,
-        max_mb=config.storage.max_mb,
-        max_age_days=config.storage.max_age_days,
-        commit_interval_s=config.storage.commit_interval_s,
-    )
+    store = open_store(config)
     stack.callback(_close_store, store)
     events = Events(store, on_record)
     events.record("started", {"version": __version__, "config_hash": config.config_hash()})

@@ -26,7 +26,7 @@ from gateway.config import load_config
 from gateway.service import Station
 from gateway.status.database import read_status, service_running
 from gateway.status.server import socket_path
-from gateway.store.outbox import Store
+from gateway.store.outbox import open_store
 from harness.station import AREA, write_config
 
 REFUSED = """
@@ -100,14 +100,7 @@ def test_a_late_failure_closes_every_part_built_before_it(tmp_path: Path) -> Non
     assert _open_in(tmp_path) == []
     assert not socket_path(config.storage.path, {}).exists()
     # The lock is released: the store opens at once, in this very process.
-    storage = config.storage
-    Store(
-        storage.path,
-        station_id=config.station.id,
-        max_mb=storage.max_mb,
-        max_age_days=storage.max_age_days,
-        commit_interval_s=storage.commit_interval_s,
-    ).close()
+    open_store(config).close()
     # The corrected config gets a station that builds.
     fixed = load_config(write_config(tmp_path, 1, body=FIXED))
     station = Station(fixed)
