@@ -85,6 +85,7 @@ class Store:
         self.path = Path(path)
         self.station_id = station_id
         self._read_lock = threading.Lock()  # the connection for queries from the caller's thread
+        self._wake = threading.Event()  # the committer thread's: commit now
         self._lockfile = take_lock(self.path)
         try:
             db = open_writer(self.path, station_id)
@@ -107,6 +108,7 @@ class Store:
             state=self._state,
             alerts=self.alerts,
             budget=self.budget,
+            wake=self._wake,
             commit_interval_s=commit_interval_s,
         )
         self._writer.start()
@@ -117,7 +119,12 @@ class Store:
             state = state_rows.read_state(db)
             sent = state_rows.load_sent(db, state, state_rows.last_seq(db))
             self._state = state_rows.StateRows(state, sent)
-            self._readings = ReadingBuffer(db, state, lambda pending: self._writer.relieve(pending))
+            self._readings = ReadingBuffer(
+                db,
+                state,
+                wake=self._wake,
+                back_pressure=lambda pending: self._writer.back_pressure(pending),
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: is damaged ({exc}); it was left untouched") from None
 

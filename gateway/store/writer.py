@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_READINGS = 100_000
 #: Events and receipts held in memory while the database cannot be written.
 MAX_HELD_RECORDS = 10_000
-#: Buffered readings at which the caller of add_reading commits itself (back-pressure); from
-#: gateway/store/reading_buffer.py's EARLY_COMMIT_ROWS on, the committer thread is woken.
-INLINE_COMMIT_ROWS = 50_000
 
 T = TypeVar("T")
 
@@ -57,6 +54,7 @@ class Writer:
         state: state_rows.StateRows,
         alerts: AlertLog,
         budget: Budget,
+        wake: threading.Event,
         commit_interval_s: float,
     ) -> None:
         self.path = path
@@ -73,7 +71,7 @@ class Writer:
         self.closed = False
         self._last_seq = state_rows.last_seq(db)
         self._last_record_seq = state_rows.last_record_seq(db)
-        self._wake = threading.Event()
+        self._wake = wake  # set: commit now (also set by the reading buffer when it fills)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cunxiang-store", daemon=True)
 
@@ -118,11 +116,9 @@ class Writer:
         if not self._wake.is_set():  # Event.set() takes a lock: a tenth of bulk ingest's CPU
             self._wake.set()
 
-    def relieve(self, pending: int) -> None:
-        """Keep the reading buffer bounded when readings come faster than the thread commits."""
-        self.wake()
-        if pending < INLINE_COMMIT_ROWS:
-            return
+    def back_pressure(self, pending: int) -> None:
+        """Readings come faster than the committer thread commits: the producer pays for its
+        own commit, or, while the disk is full, the buffer stays bounded."""
         if self._write_error is None:
             self.commit(None)  # back-pressure: the producer pays for its own commit
             return
