@@ -155,17 +155,17 @@ def _outage(
 
 
 def schedule_median(outage_s: float, samples: int = 20_000) -> float:
-    """The median recovery the back-off schedule alone predicts (gateway.uplink.supervisor.Backoff, defaults).
+    """The median recovery the back-off schedule alone predicts (gateway.uplink.supervisor.ReconnectBackoff, defaults).
 
     A reading to set the measured median against: each attempt is assumed to fail at once
     while the broker is down and to succeed at once when it is up.
     """
     from gateway.config import MqttConfig
-    from gateway.uplink.supervisor import Backoff
+    from gateway.uplink.supervisor import ReconnectBackoff
 
     mqtt = MqttConfig()
     rng = random.Random(20_260_701)
-    backoff = Backoff(mqtt.reconnect_min_s, mqtt.reconnect_max_s, rng.random)
+    backoff = ReconnectBackoff(mqtt.reconnect_min_s, mqtt.reconnect_max_s, rng.random)
     waits = []
     for _ in range(samples):
         t, attempt = 0.0, 0

@@ -114,8 +114,8 @@ def range_flags(quantity: str, value: float | bool) -> tuple[str, ...]:
     return (FLAG_OUT_OF_RANGE,)
 
 
-class Backoff:
-    """Delays between attempts to reopen a port: doubling from `first` up to `cap` seconds."""
+class DoublingBackoff:
+    """Delays between attempts to reopen a port or restart a driver: `first`, doubling to `cap` s."""
 
     def __init__(self, first: float = 0.5, cap: float = 10.0) -> None:
         self.first = first
@@ -203,7 +203,7 @@ class Driver(ABC):
         open_port: Callable[[], _P | None],
         use: Callable[[_P], None],
         close: Callable[[_P], None],
-        backoff: Backoff,
+        backoff: DoublingBackoff,
     ) -> None:
         """Open the port, use it until it fails, close it, back off, again — until stopped.
 
@@ -232,7 +232,7 @@ class Driver(ABC):
         """Hook for `stop()`: unblock the worker (close a port, wake a wait)."""
 
     def _supervise(self) -> None:
-        backoff = Backoff()
+        backoff = DoublingBackoff()
         while not self._stop.is_set():
             try:
                 self._run()

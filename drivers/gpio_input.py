@@ -16,7 +16,7 @@ from typing import Any
 
 from gpiozero import DigitalInputDevice
 
-from drivers.base import REASON_PORT_UNAVAILABLE, Backoff, Clock, Driver, Emit
+from drivers.base import REASON_PORT_UNAVAILABLE, Clock, DoublingBackoff, Driver, Emit
 from drivers.debounce import Debouncer
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class GpioInputDriver(Driver):
     # -- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = DoublingBackoff()
         while not self.stopping:
             device = self._open()
             if device is None:

@@ -38,8 +38,8 @@ from drivers.base import (
     REASON_BAD_FRAMES,
     REASON_DEVICE_ERROR,
     REASON_NO_DATA,
-    Backoff,
     Clock,
+    DoublingBackoff,
     Driver,
     Emit,
 )
@@ -121,7 +121,7 @@ class ModbusLevelDriver(Driver):
         self._last_good = self._clock.monotonic()
         self._failure = REASON_NO_DATA
         self._bad_polls = 0
-        self._backoff = Backoff()
+        self._backoff = DoublingBackoff()
 
     # -- the worker ------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ import serial
 from drivers.base import (
     REASON_BAD_FRAMES,
     REASON_NO_DATA,
-    Backoff,
     Clock,
+    DoublingBackoff,
     Driver,
     Emit,
 )
@@ -68,7 +68,7 @@ class SerialDriver(Driver):
         self._last_good = self._clock.monotonic()
         self._noise_since_good = False
         self._opened_at = self._last_good
-        self._backoff = Backoff()
+        self._backoff = DoublingBackoff()
 
     # -- subclass hooks --------------------------------------------------------------------
 

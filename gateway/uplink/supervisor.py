@@ -7,7 +7,7 @@ what it holds to get that. It runs in the event loop and keeps one link
 
 * it starts a link, publishes the retained state (§3) on connect, on `Uplink.state_changed`
   and every ``mqtt.heartbeat_s``, and after the link has ended reconnects after a back-off
-  with full jitter (`Backoff`; docs/storage-and-sync.md, "Reconnecting");
+  with full jitter (`ReconnectBackoff`; docs/storage-and-sync.md, "Reconnecting");
 * it ends a link whose thread stopped looping, and says why a connection ended, with a hint
   for the technician (`explain`), in the log and in the store's status;
 * it takes the service's commands for the centre — ``wake``, ``resend``,
@@ -52,7 +52,7 @@ MIN_SPREAD_S = 2.0
 REPEAT_LOG_S = 300.0
 
 
-class Backoff:
+class ReconnectBackoff:
     """Reconnect delays with full jitter, so a county's stations do not reconnect in lock-step.
 
     Attempt n waits a uniformly random time between 0 and
@@ -137,7 +137,9 @@ class Uplink:
             post=self._post,
             max_packet_bytes=s.max_packet_bytes,
         )
-        self._backoff = Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s, rng)
+        self._backoff = ReconnectBackoff(
+            config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s, rng
+        )
         self._link: Link | None = None
         self._links = 0
         self._stop_requested = False

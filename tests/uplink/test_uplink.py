@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.downlink.alert_model import area_path
-from gateway.uplink.supervisor import Backoff
+from gateway.uplink.supervisor import ReconnectBackoff
 from gateway.uplink.topics import topics_for
 from harness.mosquitto import Mosquitto
 from tests.uplink.conftest import (
@@ -421,15 +421,21 @@ def test_a_dead_network_thread_is_replaced(
 
 
 def test_backoff_has_full_jitter_within_the_configured_bounds() -> None:
-    delays = [Backoff(1.0, 60.0).delay(attempt) for attempt in range(40) for _ in range(50)]
+    delays = [
+        ReconnectBackoff(1.0, 60.0).delay(attempt) for attempt in range(40) for _ in range(50)
+    ]
     assert min(delays) >= 0.0 and max(delays) <= 60.0
     assert len({round(d, 6) for d in delays}) > 1000, "stations must not retry in lock-step"
-    low, high = Backoff(1.0, 60.0, rng=lambda: 0.0), Backoff(1.0, 60.0, rng=lambda: 1.0)
+    low, high = (
+        ReconnectBackoff(1.0, 60.0, rng=lambda: 0.0),
+        ReconnectBackoff(1.0, 60.0, rng=lambda: 1.0),
+    )
     assert [low.delay(n) for n in range(3)] == [0.0, 0.0, 0.0]
     # The first attempt is spread over max(2 × reconnect_min_s, 2 s); the ceiling grows 1.5×.
     assert [round(high.delay(n), 3) for n in (0, 1, 2, 20)] == [2.0, 3.0, 4.5, 60.0]
-    assert Backoff(0.2, 1.0, rng=lambda: 1.0).delay(0) == 1.0  # never above reconnect_max_s
-    assert Backoff(5.0, 60.0, rng=lambda: 1.0).delay(0) == 10.0
+    # never above reconnect_max_s
+    assert ReconnectBackoff(0.2, 1.0, rng=lambda: 1.0).delay(0) == 1.0
+    assert ReconnectBackoff(5.0, 60.0, rng=lambda: 1.0).delay(0) == 10.0
 
 
 def test_a_fleet_first_attempts_leave_no_100ms_window_with_a_quarter_of_it() -> None:
@@ -437,7 +443,7 @@ def test_a_fleet_first_attempts_leave_no_100ms_window_with_a_quarter_of_it() -> 
     import random
 
     rng = random.Random(17)
-    backoff = Backoff(1.0, 60.0, rng=rng.random)
+    backoff = ReconnectBackoff(1.0, 60.0, rng=rng.random)
     first = sorted(backoff.delay(0) for _ in range(10_000))
     bins: dict[int, int] = {}
     for delay in first:
