@@ -54,7 +54,6 @@ interface the gateway uses.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from audio.amp import Amplifier
@@ -63,15 +62,12 @@ from audio.broadcast_lineup import Lineup
 from audio.broadcast_reports import Reports
 from audio.broadcast_worker import BroadcastWorker
 from audio.player import Player
+from drivers.base import now_ms
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 32
 """Broadcasts that may wait at most (``audio.max_queue``, docs/protocol.md §9)."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class BroadcastQueue:
@@ -86,7 +82,7 @@ class BroadcastQueue:
         retries: int,
         on_status: StatusCallback,
         on_fault: Callable[[str], None],
-        time_ms: Callable[[], int] = _now_ms,
+        time_ms: Callable[[], int] = now_ms,
         retry_delay_s: float = 1.0,
         on_state: Callable[[str], None] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,

@@ -8,7 +8,9 @@ gpiozero `MockFactory`.
 
 This module also owns the two vocabularies the config validator shares with the drivers:
 `PHYSICAL_RANGE` (numeric quantities and the values that can physically occur; anything outside
-is flagged ``out_of_range`` and raises a sensor fault) and `BOOLEAN_QUANTITIES`.
+is flagged ``out_of_range`` and raises a sensor fault) and `BOOLEAN_QUANTITIES`; and `now_ms()`,
+the station's one "now in epoch ms", here because drivers are the lowest layer that needs it
+(audio and gateway import drivers, never the reverse).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ class Clock(Protocol):
     def time_ms(self) -> int: ...
 
 
+def now_ms() -> int:
+    """Wall-clock time, integer epoch milliseconds UTC."""
+    return time.time_ns() // 1_000_000
+
+
 class SystemClock:
     """The real clock."""
 
@@ -97,7 +104,7 @@ class SystemClock:
         return time.monotonic()
 
     def time_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -15,6 +15,8 @@ import ctypes.util
 import time
 from typing import Literal
 
+from drivers.base import now_ms
+
 TIME_ERROR = 5
 STA_UNSYNC = 0x0040
 
@@ -47,11 +49,6 @@ def kernel_clock_synced() -> bool:
     return bool(state not in (-1, TIME_ERROR) and not (timex.status & STA_UNSYNC))
 
 
-def now_ms() -> int:
-    """Wall-clock time, integer epoch milliseconds UTC."""
-    return time.time_ns() // 1_000_000
-
-
 class StationClock:
     """Wall-clock time in epoch ms, and whether it is synced (config `station.clock`)."""
 
@@ -60,7 +57,7 @@ class StationClock:
         self._cached: tuple[float, bool] | None = None
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
     def synced(self) -> bool:
         """Checked at most every 10 s in `auto` mode (adjtimex is cheap, but not free)."""

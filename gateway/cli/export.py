@@ -64,7 +64,7 @@ def export(
 ) -> None:
     """Readings and events from the station's database, e.g. for a USB stick (works while the
     service runs)."""
-    from gateway.clock import now_ms
+    from drivers.base import now_ms
     from gateway.store import export as exporting
 
     config = load_or_exit(config_path)

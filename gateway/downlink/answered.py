@@ -26,7 +26,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store.outbox import Store
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from drivers.base import now_ms
 from gateway import __version__
-from gateway.clock import now_ms
 from gateway.downlink import time_floor
 from gateway.status.model import StationStatus, alert_summary, sensor_states
 from gateway.store import alert_log, records, state_rows

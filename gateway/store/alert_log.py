@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store import records
 from gateway.store.alert_records import FINAL_STATES, AlertRecord, LogEntry
 from gateway.store.database_file import StoreError

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store import alert_log, records
 from gateway.store.database_file import StoreError
 from gateway.store.seq_ranges import runs_of

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store import schema as store_schema
 
 

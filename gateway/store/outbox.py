@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store import records, state_rows
 from gateway.store.alert_log import AlertLog
 from gateway.store.budget import Budget

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store import records, state_rows
 from gateway.store.alert_log import AlertLog, PendingWrites
 from gateway.store.budget import Budget

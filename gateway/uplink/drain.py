@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.store.outbox import Store
 from gateway.store.records import OutboxRecord
 from gateway.uplink.answers import Answers

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.config import Config
 from gateway.store.outbox import Store
 from gateway.uplink.answers import Answers

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import now_ms
+from drivers.base import now_ms
 from gateway.downlink.answered import AnsweredLog
 from gateway.log_folding import LogFolder
 from gateway.store import alert_log
