@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from audio.levels import Level
 from audio.speech import SpeechStream
 from audio.tones import TONE_NAMES
-
-LEVELS = ("red", "orange", "yellow", "blue", "mic", "routine")
-"""Broadcast levels, highest first: the four warning levels, the microphone, programmes."""
 
 StatusCallback = Callable[[str, str, dict[str, object]], None]
 """Told (broadcast id, status, extra fields) of each step: the receipts of docs/protocol.md §7."""
@@ -28,7 +26,7 @@ class Broadcast:
     """One message for the loudspeakers, as the gateway hands it over."""
 
     id: str  # alert id, or "local:<rule>:<n>"
-    level: str  # "red" > "orange" > "yellow" > "blue"
+    level: Level  # red > orange > yellow > blue > mic > routine
     central: bool  # at equal level a central alert outranks a local alarm, then FIFO
     tone: str  # "siren" | "chime" | "none", played first, each repeat
     speech: Speech | None  # 16-bit mono PCM at the player rate
@@ -44,12 +42,12 @@ class Broadcast:
 
 def priority(b: Broadcast) -> tuple[int, int]:
     """Sort key, higher first: (level rank, central over local)."""
-    return (len(LEVELS) - LEVELS.index(b.level), int(b.central))
+    return (Level(b.level).rank, int(b.central))
 
 
 def check(b: Broadcast) -> None:
     """ValueError if the queue cannot play `b` (an unknown level or tone, no repeat)."""
-    if b.level not in LEVELS:
+    if b.level not in set(Level):
         raise ValueError(f"broadcast {b.id}: unknown level {b.level!r}")
     if b.tone not in TONE_NAMES:
         raise ValueError(f"broadcast {b.id}: unknown tone {b.tone!r}")

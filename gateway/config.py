@@ -29,13 +29,12 @@ from pydantic import (
     model_validator,
 )
 
+from audio.levels import WARNING_LEVELS, Level, WarningLevel
 from drivers.base import BOOLEAN_QUANTITIES
 from gateway.downlink.keys import decode_public_key
 from gateway.downlink.scope import TRUSTED_KEY_FORMS, KeyScope, TrustedKeyValue, key_scopes
 from gateway.programmes.model import LocalProgramme
 
-LEVELS = ("red", "orange", "yellow", "blue")
-Level = Literal["red", "orange", "yellow", "blue"]
 Tone = Literal["siren", "chime", "none"]
 BcmPin = Annotated[int, Field(ge=0, le=27, description="GPIO number (BCM), 0-27")]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -123,13 +122,18 @@ class SecurityConfig(_Section):
         return key_scopes(self.trusted_keys)
 
 
-DEFAULT_TONE: dict[Level, Tone] = {
-    "red": "siren",
-    "orange": "siren",
-    "yellow": "chime",
-    "blue": "chime",
+DEFAULT_TONE: dict[WarningLevel, Tone] = {
+    Level.RED: "siren",
+    Level.ORANGE: "siren",
+    Level.YELLOW: "chime",
+    Level.BLUE: "chime",
 }
-DEFAULT_REPEAT: dict[Level, int] = {"red": 3, "orange": 3, "yellow": 2, "blue": 1}
+DEFAULT_REPEAT: dict[WarningLevel, int] = {
+    Level.RED: 3,
+    Level.ORANGE: 3,
+    Level.YELLOW: 2,
+    Level.BLUE: 1,
+}
 
 
 class AudioConfig(_Section):
@@ -153,17 +157,17 @@ class AudioConfig(_Section):
     amp_active_high: bool = True
     amp_warmup_s: float = Field(2.0, ge=0.0, le=30.0)
     amp_release_s: float = Field(10.0, ge=0.0, le=600.0)
-    default_tone: dict[Level, Tone] = Field(default_factory=lambda: dict(DEFAULT_TONE))
-    default_repeat: dict[Level, Annotated[int, Field(ge=1, le=10)]] = Field(
+    default_tone: dict[WarningLevel, Tone] = Field(default_factory=lambda: dict(DEFAULT_TONE))
+    default_repeat: dict[WarningLevel, Annotated[int, Field(ge=1, le=10)]] = Field(
         default_factory=lambda: dict(DEFAULT_REPEAT)
     )
-    microphone_level: Literal["red", "orange", "yellow", "blue", "mic"] = "mic"
+    microphone_level: Literal[WarningLevel, Level.MIC] = Level.MIC
     max_queue: int = Field(32, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _all_levels(self) -> AudioConfig:
         for key in ("default_tone", "default_repeat"):
-            missing = [lvl for lvl in LEVELS if lvl not in getattr(self, key)]
+            missing = [str(lvl) for lvl in WARNING_LEVELS if lvl not in getattr(self, key)]
             if missing:
                 raise ValueError(f"{key} needs a value for every level; missing {missing}")
         return self
@@ -305,7 +309,7 @@ class RuleBroadcast(_Section):
     text: str | None = Field(None, min_length=1, max_length=2000)
     clip: str | None = Field(None, pattern=CLIP_PATTERN)
     repeat: int | None = Field(None, ge=1, le=10)
-    level: Level | None = None
+    level: WarningLevel | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> RuleBroadcast:
@@ -326,7 +330,7 @@ class RuleConfig(_Section):
     clear_below: float | None = None
     clear_above: float | None = None
     for_s: float = Field(0.0, ge=0)
-    level: Level = "orange"
+    level: WarningLevel = Level.ORANGE
     broadcast: RuleBroadcast | None = None
 
     @model_validator(mode="after")

@@ -27,9 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from audio.levels import WARNING_LEVELS, WarningLevel
 from drivers.base import FLAG_OUT_OF_RANGE, Health, Reading
-
-LEVELS = ("red", "orange", "yellow", "blue")
 
 
 class BroadcastSpec(Protocol):
@@ -81,7 +80,7 @@ class LocalBroadcast:
     text: str | None
     clip: str | None
     repeat: int | None
-    level: str
+    level: WarningLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class RuleEvent:
     kind: Literal["alarm", "alarm_cleared"]
     sensor: str
     rule: str
-    level: str
+    level: WarningLevel
     value: float | bool
     ts: int
     broadcast: LocalBroadcast | None = None
@@ -283,15 +282,16 @@ def _for_ms(spec: RuleSpec) -> int:
     return round(spec.for_s * 1000)
 
 
-def _level(rule: str, key: str, level: str) -> str:
-    if level not in LEVELS:
-        raise RuleError(
-            f'rules ("{rule}").{key}: must be one of {", ".join(LEVELS)}, not {level!r}'
-        )
-    return level
+def _level(rule: str, key: str, level: str) -> WarningLevel:
+    for known in WARNING_LEVELS:
+        if level == known:
+            return known
+    raise RuleError(
+        f'rules ("{rule}").{key}: must be one of {", ".join(WARNING_LEVELS)}, not {level!r}'
+    )
 
 
-def _broadcast(spec: RuleSpec, rule_level: str) -> LocalBroadcast | None:
+def _broadcast(spec: RuleSpec, rule_level: WarningLevel) -> LocalBroadcast | None:
     b = spec.broadcast
     if b is None:
         return None

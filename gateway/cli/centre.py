@@ -13,6 +13,7 @@ from typing import get_args
 
 import click
 
+from audio.levels import WARNING_LEVELS
 from gateway.centre.alerts import (
     DEFAULT_EXPIRES_IN_S,
     DEFAULT_PREFIX,
@@ -33,13 +34,9 @@ from gateway.centre.commands import (
     send_and_wait,
 )
 from gateway.cli.options import signer_options
-from gateway.downlink.alert_model import PayloadError
+from gateway.downlink.alert_model import MsgType, PayloadError, Status
 from gateway.downlink.command_model import CommandName
 from gateway.downlink.keys import generate_keypair, load_private_key
-
-LEVELS = ("red", "orange", "yellow", "blue")
-STATUSES = ("actual", "exercise", "test")
-MSG_TYPES = ("alert", "update", "cancel")
 
 
 @click.command("keygen")
@@ -75,7 +72,7 @@ def _references(values: tuple[str, ...]) -> tuple[str, ...]:
 @alert.command("send")
 @signer_options
 @click.option("--area", required=True, help="Area code (2/4/6/9/12 digits) or 'all'.")
-@click.option("--level", required=True, type=click.Choice(LEVELS))
+@click.option("--level", required=True, type=click.Choice([str(level) for level in WARNING_LEVELS]))
 @click.option("--event", required=True, help="Event type, e.g. flood.")
 @click.option("--text", default="", help="What the loudspeakers say.")
 @click.option(
@@ -98,8 +95,10 @@ def _references(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--topic-prefix", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--id", "alert_id", default=None, help="Alert id (default: a new one).")
 @click.option("--sender", default=None, help="Sender name (default: the key name).")
-@click.option("--status", type=click.Choice(STATUSES), default="actual", show_default=True)
-@click.option("--msg-type", type=click.Choice(MSG_TYPES), default="alert", show_default=True)
+@click.option("--status", type=click.Choice(get_args(Status)), default="actual", show_default=True)
+@click.option(
+    "--msg-type", type=click.Choice(get_args(MsgType)), default="alert", show_default=True
+)
 @click.option("--references", multiple=True, help="Id(s) an update or cancel refers to.")
 @click.option(
     "--expires-in",

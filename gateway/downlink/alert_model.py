@@ -30,7 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Level = Literal["red", "orange", "yellow", "blue"]
+from audio.levels import WarningLevel
+
 MsgType = Literal["alert", "update", "cancel"]
 Status = Literal["actual", "exercise", "test"]
 Tone = Literal["siren", "chime", "none"]
@@ -180,7 +181,7 @@ class Alert(BaseModel):
     msg_type: MsgType
     status: Status
     references: list[Annotated[str, Field(min_length=1)]] = []
-    level: Level
+    level: WarningLevel
     event: str
     areas: list[str]
     stations: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None

@@ -21,6 +21,7 @@ import logging
 from audio.broadcast import Speech
 from audio.broadcast_queue import BroadcastQueue
 from audio.clips import BadAudio, UnknownClip
+from audio.levels import Level
 from gateway.clock import StationClock
 from gateway.config import Config
 from gateway.downlink.alert_ids import is_reserved, log_id, public_id, reachable
@@ -48,8 +49,6 @@ from gateway.store.outbox import Store
 from gateway.untrusted import untrusted_text
 
 log = logging.getLogger(__name__)
-
-LEVEL_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}
 
 
 class AlertIntake:
@@ -227,12 +226,12 @@ class AlertIntake:
                     found.append(entry)
         return found
 
-    def _level_of(self, alert: Alert, key: str) -> str:
+    def _level_of(self, alert: Alert, key: str) -> Level:
         """An update or cancel plays at the level of the alert it replaces (docs/protocol.md §6.1)."""
         if alert.msg_type == "alert":
             return alert.level
-        levels = [str(entry.record.level) for entry in self._referenced(alert, key)]
-        return min(levels, key=LEVEL_RANK.__getitem__, default=alert.level)
+        levels = [entry.record.sound_level for entry in self._referenced(alert, key)]
+        return max(levels, default=alert.level)
 
     def _apply_references(self, alert: Alert, key: str) -> None:
         if alert.msg_type == "alert":

@@ -20,6 +20,7 @@ import json
 
 from audio.broadcast import Broadcast, Speech
 from audio.clips import BadAudio, decode_wav, load_clip
+from audio.levels import Level
 from audio.speech import Speaker, SpeechText
 from audio.tts import TtsUnavailable
 from gateway.clock import StationClock
@@ -53,7 +54,7 @@ class Broadcasts:
     def build(
         self,
         broadcast_id: str,
-        level: str,
+        level: Level,
         speech: Speech | None,
         *,
         central: bool,
@@ -81,7 +82,7 @@ class Broadcasts:
         )
 
     def alert(
-        self, entry: str, alert: Alert, level: str, record: AlertRecord, speech: Speech | None
+        self, entry: str, alert: Alert, level: Level, record: AlertRecord, speech: Speech | None
     ) -> Broadcast:
         """The broadcast of an accepted central alert (its alert-log `record`)."""
         return self.build(
@@ -102,7 +103,7 @@ class Broadcasts:
         speech = self.clip(record.clip) if record.clip else self.tts(str(record.text))
         return self.build(
             broadcast_id,
-            str(record.level),
+            record.sound_level,
             speech,
             central=False,
             repeat=record.repeat,

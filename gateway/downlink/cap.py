@@ -20,6 +20,7 @@ from typing import Any
 import defusedxml.ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
+from audio.levels import Level, WarningLevel
 from gateway.downlink.alert_model import (
     LANGUAGE_TAG,
     Alert,
@@ -33,18 +34,18 @@ CAP_1_1 = "urn:oasis:names:tc:emergency:cap:1.1"
 CAP_1_2 = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_NAMESPACES: frozenset[str] = frozenset({CAP_1_1, CAP_1_2})
 
-SEVERITY_LEVELS: dict[str, str] = {
-    "extreme": "red",
-    "severe": "orange",
-    "moderate": "yellow",
-    "minor": "blue",
-    "unknown": "blue",
+SEVERITY_LEVELS: dict[str, WarningLevel] = {
+    "extreme": Level.RED,
+    "severe": Level.ORANGE,
+    "moderate": Level.YELLOW,
+    "minor": Level.BLUE,
+    "unknown": Level.BLUE,
 }
-LEVEL_SEVERITIES: dict[str, str] = {
-    "red": "Extreme",
-    "orange": "Severe",
-    "yellow": "Moderate",
-    "blue": "Minor",
+LEVEL_SEVERITIES: dict[WarningLevel, str] = {
+    Level.RED: "Extreme",
+    Level.ORANGE: "Severe",
+    Level.YELLOW: "Moderate",
+    Level.BLUE: "Minor",
 }
 MSG_TYPES: frozenset[str] = frozenset({"alert", "update", "cancel"})
 AREA_GEOCODE_NAMES: frozenset[str] = frozenset({"gb/t2260", "adcode"})
@@ -207,7 +208,7 @@ def _info_fields(
     return {
         "expires": expires,
         "event": cap.text(info, "event"),
-        "level": SEVERITY_LEVELS.get(cap.text(info, "severity").casefold(), "blue"),
+        "level": SEVERITY_LEVELS.get(cap.text(info, "severity").casefold(), Level.BLUE),
         "text": _speech_text(cap, info),
         "language": _language(cap, info),
         "areas": _areas(cap, info),
@@ -218,7 +219,7 @@ def _info_fields(
 def _no_info_fields(msg_type: str, sent: datetime, alert_id: str | None) -> dict[str, Any]:
     if msg_type != "cancel":
         raise _bad("no <info> block", alert_id)
-    return {"expires": sent + DEFAULT_LIFETIME, "event": "", "level": "blue", "areas": []}
+    return {"expires": sent + DEFAULT_LIFETIME, "event": "", "level": Level.BLUE, "areas": []}
 
 
 def parse_cap(payload: bytes) -> Alert:

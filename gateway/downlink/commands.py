@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from audio.broadcast_queue import BroadcastQueue
+from audio.levels import Level
 from gateway.clock import StationClock
 from gateway.config import Config
 from gateway.downlink.alert_ids import command_log_id, public_id
@@ -147,7 +148,13 @@ class Commands:
             volume = float(command.args["volume"])
             self.queue.submit(
                 self.broadcasts.build(
-                    broadcast_id, "blue", None, central=True, tone="chime", repeat=1, volume=volume
+                    broadcast_id,
+                    Level.BLUE,
+                    None,
+                    central=True,
+                    tone="chime",
+                    repeat=1,
+                    volume=volume,
                 )
             )
 

@@ -59,4 +59,4 @@ def resume(
             store.alerts.set_state(broadcast_id, "failed")
             receipts.entry_receipt(broadcast_id, "failed", {"reason": "bad_payload"})
             continue
-        queue.submit(broadcasts.alert(broadcast_id, alert, str(record.level), record, speech))
+        queue.submit(broadcasts.alert(broadcast_id, alert, record.sound_level, record, speech))

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from audio.broadcast import Broadcast
 from audio.broadcast import Speech as BroadcastSpeech
 from audio.clips import BadAudio, UnknownClip
+from audio.levels import Level
 from gateway.clock import StationClock
 from gateway.programmes.book import ProgrammeBook
 from gateway.programmes.model import ItemBase
@@ -136,7 +137,7 @@ class ProgrammeScheduler:
             item=occ.slot.item.name,
             day=occ.day.isoformat(),
             at_ms=occ.at_ms,
-            level="routine",
+            level=Level.ROUTINE,
             expires_ms=occ.deadline_ms,
         )
         if not self._log.remember(occ.id, record):
@@ -161,7 +162,7 @@ class ProgrammeScheduler:
         self._submit(
             Broadcast(
                 id=occ.id,
-                level="routine",
+                level=Level.ROUTINE,
                 central=False,  # one routine item never preempts another
                 tone=item.tone,
                 speech=speech,

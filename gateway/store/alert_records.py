@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from audio.levels import Level
+
 #: Log states after which a broadcast never plays again.
 FINAL_STATES = frozenset(
     {"played", "failed", "cancelled", "expired", "superseded", "rejected", "done"}
@@ -58,7 +60,7 @@ class AlertRecord:
     payload_sha256: str | None = None
     #: The alert's `summary` (entries of older releases hold the whole alert's JSON form).
     alert: dict[str, Any] | None = None
-    level: str | None = None
+    level: Level | None = None
     rule: str | None = None
     text: str | None = None
     clip: str | None = None
@@ -78,6 +80,13 @@ class AlertRecord:
         if self.payload is not None and self.payload_sha256 is None:
             digest = hashlib.sha256(self.payload).hexdigest()
             object.__setattr__(self, "payload_sha256", digest)
+
+    @property
+    def sound_level(self) -> Level:
+        """The level it plays at: every record has one but a command's."""
+        if self.level is None:
+            raise ValueError(f"a {self.kind} record without a level")
+        return self.level
 
     def compacted(self) -> AlertRecord:
         """The record of a finished entry: no payload, no audio, no long text."""
@@ -128,6 +137,8 @@ class AlertRecord:
         members["compact"] = bool(members.get("compact"))
         if not isinstance(members.get("alert"), dict):
             members["alert"] = None
+        if members.get("level") is not None:
+            members["level"] = Level(members["level"])
         return cls(kind=str(doc.get("kind") or "central"), payload=payload, **members)
 
 

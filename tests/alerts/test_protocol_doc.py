@@ -6,7 +6,8 @@ from typing import Any, get_args
 
 import pytest
 
-from gateway.downlink.alert_model import Alert, Level, MsgType, Status, Tone
+from audio.levels import WARNING_LEVELS
+from gateway.downlink.alert_model import Alert, MsgType, Status, Tone
 from gateway.downlink.command_model import Command, CommandName
 from gateway.downlink.envelope import ENVELOPE_TYPES, OPTIONAL_FIELDS, REQUIRED_FIELDS
 from gateway.downlink.rejections import REASONS
@@ -71,7 +72,7 @@ def test_schemas_match_the_code(spec: dict[str, Any]) -> None:
     assert set(envelope["properties"]) == REQUIRED_FIELDS | OPTIONAL_FIELDS
     assert set(envelope["properties"]["type"]["enum"]) == ENVELOPE_TYPES
     alert = schemas["Alert"]["properties"]
-    assert schemas["Level"]["enum"] == list(get_args(Level))
+    assert schemas["Level"]["enum"] == list(WARNING_LEVELS)
     assert alert["msg_type"]["enum"] == list(get_args(MsgType))
     assert alert["status"]["enum"] == list(get_args(Status))
     assert [t for t in alert["tone"]["enum"] if t] == list(get_args(Tone))
