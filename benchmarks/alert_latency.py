@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpiozero.pins.mock import MockFactory
 
 from audio.tones import render_tone
-from gateway.config import Config, load_config
+from gateway.config.loader import load_config
+from gateway.config.model import Config
 from harness.alsa_capture import alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber
 from harness.station import (

@@ -62,7 +62,7 @@ def _drive(pin: Any, marks: queue.SimpleQueue[tuple[str, float]], alarms: int) -
 async def _station(config_path: Path, alarms: int) -> list[float]:
     from gpiozero.pins.mock import MockFactory
 
-    from gateway.config import load_config
+    from gateway.config.loader import load_config
     from gateway.service import Station
 
     factory = MockFactory()

@@ -160,7 +160,7 @@ def schedule_median(outage_s: float, samples: int = 20_000) -> float:
     A reading to set the measured median against: each attempt is assumed to fail at once
     while the broker is down and to succeed at once when it is up.
     """
-    from gateway.config import MqttConfig
+    from gateway.config.sections import MqttConfig
     from gateway.uplink.supervisor import ReconnectBackoff
 
     mqtt = MqttConfig()

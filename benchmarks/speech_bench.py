@@ -23,7 +23,7 @@ from audio.speech import Speaker, SpeechText
 from audio.tones import render_tone
 from audio.tts import Tts
 from audio.voices import Voices
-from gateway.config import AudioConfig
+from gateway.config.sections import AudioConfig
 from gateway.downlink.cap import parse_cap, speech_parts
 from harness.cap_vectors import CAP_DIR, REAL_VECTORS
 

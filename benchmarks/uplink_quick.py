@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.store.outbox import Store, open_store
 from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto

@@ -1,5 +1,7 @@
-"""The one list of drivers, keyed by the config ``type`` of a ``[[sensors]]`` table.
+"""The one list of sensor types: the config ``type`` of a ``[[sensors]]`` table, its driver.
 
+Why this module exists: a sensor type is added here and nowhere else in a list; the config's
+union of sensor tables (gateway/config/sensors.py) is built from `SENSOR_TYPES`, in its order.
 `create()` builds a driver from a sensor's config keys (minus ``name`` and ``type``) and turns
 a wrong key or value into a `DriverConfigError` that names the sensor and what is allowed, so a
 caller never has to read a Python traceback to find a typo.
@@ -8,23 +10,29 @@ caller never has to read a Python traceback to find a typo.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
+from drivers import gpio_contact, gpio_pulse, jsonl, modbus_level, simulated, ze07_co
 from drivers.base import Clock, Driver, Emit
-from drivers.gpio_contact import GpioContactDriver
-from drivers.gpio_pulse import GpioPulseDriver
-from drivers.jsonl import JsonlDriver
-from drivers.modbus_level import ModbusLevelDriver
-from drivers.simulated import SimulatedDriver
-from drivers.ze07_co import Ze07CoDriver
 
-DRIVERS: dict[str, type[Driver]] = {
-    "ze07_co": Ze07CoDriver,
-    "modbus_level": ModbusLevelDriver,
-    "gpio_contact": GpioContactDriver,
-    "gpio_pulse": GpioPulseDriver,
-    "jsonl": JsonlDriver,
-    "simulated": SimulatedDriver,
+
+@dataclass(frozen=True)
+class SensorType:
+    """What a sensor type is: its driver, and the quantity it always reports."""
+
+    driver: type[Driver]
+    quantity: str | None = None
+    """None when the config names it (``quantity``) or the device reports several (jsonl)."""
+
+
+SENSOR_TYPES: dict[str, SensorType] = {
+    "ze07_co": SensorType(ze07_co.Ze07CoDriver, ze07_co.QUANTITY),
+    "modbus_level": SensorType(modbus_level.ModbusLevelDriver, modbus_level.QUANTITY),
+    "gpio_contact": SensorType(gpio_contact.GpioContactDriver),
+    "gpio_pulse": SensorType(gpio_pulse.GpioPulseDriver, gpio_pulse.QUANTITY),
+    "jsonl": SensorType(jsonl.JsonlDriver),
+    "simulated": SensorType(simulated.SimulatedDriver),
 }
 
 #: Constructor keywords that are not config keys.
@@ -84,7 +92,7 @@ def create(
 
 def _driver_class(type_: str) -> type[Driver]:
     try:
-        return DRIVERS[type_]
+        return SENSOR_TYPES[type_].driver
     except KeyError:
-        known = ", ".join(sorted(DRIVERS))
+        known = ", ".join(sorted(SENSOR_TYPES))
         raise DriverConfigError(f"unknown sensor type {type_!r}; known types: {known}") from None

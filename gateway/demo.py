@@ -43,7 +43,8 @@ from gateway.centre.demo import (
     play_the_centre,
     withdraw_retained,
 )
-from gateway.config import Config, load_config
+from gateway.config.loader import load_config
+from gateway.config.model import Config
 from gateway.downlink.keys import public_key_b64
 from gateway.logs import setup_logging
 from gateway.service import Station

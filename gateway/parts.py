@@ -32,7 +32,7 @@ from drivers.base import Driver, Health, Reading
 from drivers.registry import create as create_driver
 from gateway import __version__
 from gateway.clock import StationClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.intake import Intake
 from gateway.events import Events, OnRecord
 from gateway.programmes.scheduler import ProgrammeScheduler

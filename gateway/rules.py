@@ -32,7 +32,7 @@ from drivers.base import FLAG_OUT_OF_RANGE, Health, Reading
 
 
 class BroadcastSpec(Protocol):
-    """What `gateway.config.RuleBroadcast` provides."""
+    """What `gateway.config.rules.RuleBroadcast` provides."""
 
     @property
     def text(self) -> str | None: ...
@@ -45,7 +45,7 @@ class BroadcastSpec(Protocol):
 
 
 class RuleSpec(Protocol):
-    """What `gateway.config.RuleConfig` provides (``quantity`` is read when present)."""
+    """What `gateway.config.rules.RuleConfig` provides (``quantity`` is read when present)."""
 
     @property
     def name(self) -> str: ...

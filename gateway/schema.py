@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.config import json_schema
+from gateway.config.model import json_schema
 
 
 def render() -> str:

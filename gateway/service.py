@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.base import Health, Reading
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.events import OnRecord
 from gateway.memory import return_large_buffers
 from gateway.notify import ProgressWatchdog, SystemdNotifier, run_watchdog

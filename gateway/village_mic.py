@@ -27,7 +27,8 @@ from audio.broadcast_queue import BroadcastQueue
 from audio.microphone import MicInput, MicrophoneError, Talk
 from audio.ptt import PushToTalk
 from gateway.clock import StationClock
-from gateway.config import Config, MicrophoneConfig
+from gateway.config.model import Config
+from gateway.config.sections import MicrophoneConfig
 from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import Store
 

@@ -27,7 +27,7 @@ from typing import Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.alert_model import Alert, alert_to_json
 from gateway.downlink.cap import build_cap
 from gateway.downlink.envelope import seal

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.store.outbox import open_store
 
 

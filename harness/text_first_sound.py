@@ -24,7 +24,8 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import Config, load_config
+from gateway.config.loader import load_config
+from gateway.config.model import Config
 from harness.alsa_capture import alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber
 from harness.station import AREA, Centre, StationThread, topic, wait_until, write_config

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import Health, Reading
-from gateway.config import RuleConfig
+from gateway.config.rules import RuleConfig
 from gateway.rules import LocalBroadcast, RuleEngine, RuleError, RuleEvent
 
 T0 = 1_767_225_600_000

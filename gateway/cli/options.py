@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config.loader import load_config
+from gateway.config.model import Config
+from gateway.config.problems import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/cunxiang/gateway.toml")
 

@@ -19,7 +19,7 @@ from audio.speech import Speaker, SpeechText
 from audio.tones import render_tone
 from audio.tts import Tts, TtsUnavailable
 from audio.voices import Voices
-from gateway.config import Config
+from gateway.config.model import Config
 
 
 def play_chime(

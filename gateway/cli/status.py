@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from gateway.cli.options import config_option, load_or_exit
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.status.database import StatusError, read_status
 from gateway.status.model import StationStatus, status_from_json, status_json
 from gateway.status.render import render

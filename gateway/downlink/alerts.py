@@ -23,7 +23,7 @@ from audio.broadcast_queue import BroadcastQueue
 from audio.clips import BadAudio, UnknownClip
 from audio.levels import Level
 from gateway.clock import StationClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.alert_ids import is_reserved, log_id, public_id, reachable
 from gateway.downlink.alert_model import (
     Alert,

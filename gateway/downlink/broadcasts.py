@@ -24,7 +24,7 @@ from audio.levels import Level
 from audio.speech import Speaker, SpeechText
 from audio.tts import TtsUnavailable
 from gateway.clock import StationClock
-from gateway.config import AudioConfig
+from gateway.config.sections import AudioConfig
 from gateway.downlink.alert_model import DEFAULT_LANGUAGE, Alert, parse_alert_json
 from gateway.downlink.cap import parse_cap, speech_parts
 from gateway.store.alert_records import AlertRecord

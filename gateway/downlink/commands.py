@@ -18,7 +18,7 @@ from typing import Any
 from audio.broadcast_queue import BroadcastQueue
 from audio.levels import Level
 from gateway.clock import StationClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.alert_ids import command_log_id, public_id
 from gateway.downlink.alert_model import PayloadError, check_time, epoch_ms
 from gateway.downlink.answered import AnsweredLog

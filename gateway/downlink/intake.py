@@ -29,7 +29,7 @@ from audio.speech import Speaker
 from audio.tts import Tts
 from audio.voices import Voices
 from gateway.clock import StationClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.alerts import AlertIntake
 from gateway.downlink.answered import AnsweredLog
 from gateway.downlink.broadcasts import Broadcasts

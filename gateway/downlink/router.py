@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.alert_model import ALL_AREAS, area_path
 
 Route = Literal["alert", "command", "programme"]

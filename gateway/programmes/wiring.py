@@ -14,7 +14,7 @@ from audio.broadcast import Speech
 from audio.broadcast_queue import BroadcastQueue
 from audio.clips import decode_wav, load_clip
 from gateway.clock import StationClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.downlink.intake import Intake
 from gateway.downlink.scope import authorised
 from gateway.programmes.book import ProgrammeBook

@@ -21,7 +21,7 @@ import os
 from typing import Any, Protocol
 
 from gateway import __version__
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.parts import Parts
 from gateway.status.model import StationStatus, alert_summary
 

@@ -46,7 +46,7 @@ from gateway.store.records import Channel, OutboxRecord, Stored
 from gateway.store.writer import Writer
 
 if TYPE_CHECKING:
-    from gateway.config import Config
+    from gateway.config.model import Config
 
 T = TypeVar("T")
 

@@ -13,7 +13,8 @@ import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gateway.config import Config, MqttConfig
+from gateway.config.model import Config
+from gateway.config.sections import MqttConfig
 from gateway.downlink.envelope import max_raw_size
 from gateway.logs import register_secret
 from gateway.uplink.telemetry import Telemetry

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.base import now_ms
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.store.outbox import Store
 from gateway.uplink.answers import Answers
 from gateway.uplink.delivery import Delivery

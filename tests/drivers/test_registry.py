@@ -6,15 +6,15 @@ import pytest
 from pydantic_core import PydanticUndefined
 
 from drivers.base import BOOLEAN_QUANTITIES, PHYSICAL_RANGE
-from drivers.registry import DRIVERS, REQUIRED, DriverConfigError, create, parameters
-from gateway.config import SENSOR_MODELS
+from drivers.registry import REQUIRED, SENSOR_TYPES, DriverConfigError, create, parameters
+from gateway.config.sensors import SENSOR_MODELS
 
 
 def test_every_config_type_has_a_driver() -> None:
-    assert set(DRIVERS) == set(SENSOR_MODELS)
+    assert set(SENSOR_TYPES) == set(SENSOR_MODELS)
 
 
-@pytest.mark.parametrize("type_", sorted(DRIVERS))
+@pytest.mark.parametrize("type_", sorted(SENSOR_TYPES))
 def test_driver_keys_and_defaults_are_the_config_keys(type_: str) -> None:
     """The driver's keywords are exactly the config model's keys (minus name/type), same defaults."""
     fields = {
@@ -43,7 +43,7 @@ def test_create_builds_each_type_without_touching_hardware(tmp_path) -> None:
     }
     for type_, params in required.items():
         driver = create(type_, f"s-{type_}", emit, pin_factory=MockFactory(), **params)
-        assert isinstance(driver, DRIVERS[type_])
+        assert isinstance(driver, SENSOR_TYPES[type_].driver)
         assert driver.name == f"s-{type_}"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from harness.alsa_capture import AlsaCapture, alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber
 from harness.sounds import occurrences, sine_pcm, write_clip

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from harness.alsa_capture import alsa_capture
 from harness.mosquitto import Message, Mosquitto, Subscriber
 from harness.sounds import sine_pcm, write_clip

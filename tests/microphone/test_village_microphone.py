@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.downlink.envelope import seal
 from harness.alsa_capture import AlsaCapture, alsa_capture
 from harness.mosquitto import Mosquitto, Subscriber

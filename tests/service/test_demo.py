@@ -15,7 +15,7 @@ import time
 import wave
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.demo import has_sound_card
 from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.store.alert_records import AlertRecord
 from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from drivers.registry import DriverConfigError
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.service import Station
 from gateway.status.database import read_status, service_running
 from gateway.status.server import socket_path

@@ -25,7 +25,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import gateway.service
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.service import Station
 from gateway.store.outbox import open_store
 from harness.mosquitto import Mosquitto, Subscriber

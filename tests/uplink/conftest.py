@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.store.outbox import Store, open_store
 from gateway.uplink.supervisor import Uplink
 from harness.mosquitto import Mosquitto

@@ -14,7 +14,7 @@ import asyncio
 import sys
 import time
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.store.outbox import open_store
 from gateway.uplink.supervisor import Uplink
 from tests.uplink.conftest import service_state
