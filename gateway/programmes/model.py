@@ -12,7 +12,6 @@ day is `bad_payload`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,9 +31,11 @@ from gateway.downlink.alert_model import (
     CLIP_NAME,
     InlineAudio,
     PayloadError,
+    describe,
     is_valid_id,
     normalize_area,
     parse_inline_audio,
+    readable_id,
 )
 
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -241,29 +242,12 @@ def _reason(exc: ValidationError) -> str:
     return "bad_payload"
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "schedule"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def _readable_id(payload: bytes) -> str | None:
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    value = obj.get("id") if isinstance(obj, dict) else None
-    return value if is_valid_id(value) else None
-
-
 def parse_schedule(payload: bytes) -> Schedule:
     """Parse a verified `programme` payload or raise PayloadError (id = the schedule's id)."""
     try:
         return Schedule.model_validate_json(payload)
     except ValidationError as exc:
-        raise PayloadError(_reason(exc), _describe(exc), _readable_id(payload)) from None
+        raise PayloadError(_reason(exc), describe(exc, "schedule"), readable_id(payload)) from None
 
 
 def schedule_fields(schedule: Schedule) -> dict[str, Any]:
