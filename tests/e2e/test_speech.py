@@ -191,7 +191,7 @@ def test_red_preempts_a_long_english_message_while_it_renders(rig: Rig) -> None:
     cache = rig.folder / "tts-cache"
     mark = rig.mark()
     long = rig.alert(
-        clip=None, text=long_english_text(), language="en-US", tone="siren", level="blue"
+        clip=None, text=long_english_text(400), language="en-US", tone="siren", level="blue"
     )
     rig.send(long)
     long_playing = rig.wait_status(long.id, "playing")

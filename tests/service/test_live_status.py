@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import pty
+import select
 import signal
 import socket
 import stat
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,11 @@ def test_under_systemd_the_socket_is_in_the_runtime_directory_for_owner_and_grou
 
 def _watch(config: Path, *args: str, tty: bool, marker: bytes) -> bytes:
     """`cunxiang status --watch` on a pipe or a pseudo-terminal until `marker` came three
-    times, then Ctrl-C (SIGINT); its whole output."""
+    times, then Ctrl-C (SIGINT); its whole output.
+
+    The output is read in this thread, also while waiting for the exit: a reader thread of its
+    own could starve for the GIL in a long test session, and a child whose terminal nobody
+    reads blocks in its last write and cannot exit."""
     command = [sys.executable, "-m", "gateway", "status", "-c", str(config), "--watch", *args]
     if tty:
         reader, writer = pty.openpty()
@@ -257,21 +262,36 @@ def _watch(config: Path, *args: str, tty: bool, marker: bytes) -> bytes:
     os.close(writer)
     out = bytearray()
 
-    def collect() -> None:
-        with contextlib.suppress(OSError):  # a pty's master reads EIO once the child is gone
-            while chunk := os.read(reader, 65536):
+    def drain(until: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([reader], [], [], min(left, 0.1))
+            if ready:
+                try:
+                    chunk = os.read(reader, 65536)
+                except OSError:  # a pty's master reads EIO once the child is gone
+                    chunk = b""
+                if not chunk:  # the child closed its end: it is exiting
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(max(0.001, deadline - time.monotonic()))
+                    return until()
                 out.extend(chunk)
+        return True
 
-    thread = threading.Thread(target=collect, daemon=True)
-    thread.start()
     try:
-        wait_until(lambda: out.count(marker) >= 3, 30, f"three reports from {command}")
+        reported = drain(lambda: out.count(marker) >= 3, 30)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(10)
-        thread.join(5)
+        exited = drain(lambda: proc.poll() is not None, 10)
+        if not exited:
+            proc.kill()
         os.close(reader)
-    assert code == 0
+    assert reported, f"no three reports from {command}: {bytes(out[-500:])!r}"
+    assert exited, f"still running 10 s after Ctrl-C: {command}"
+    assert proc.wait(5) == 0
     return bytes(out)
 
 
