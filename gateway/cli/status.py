@@ -9,6 +9,7 @@ on a terminal. gateway/cli/main.py registers it with ``main.add_command(status)`
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,10 @@ def status(config_path: Path, as_json: bool, watch: bool, interval: float) -> No
     the database (it says which)."""
     config = load_or_exit(config_path)
     tty = sys.stdout.isatty()
+    if watch:
+        # Ctrl-C ends --watch even when it was started with SIGINT ignored (inherited from a
+        # parent that ignores it, as a shell does for a job started in the background).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             if watch and tty:
